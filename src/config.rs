@@ -1,0 +1,792 @@
+//! Configuration: a TOML file, then `HALLMARK_*` environment variables, then
+//! command-line flags, each layer overriding the one before.
+//!
+//! Loading checks every value and reports all problems together, so that an
+//! operator fixes a file in one pass. The annotated `hallmark.example.toml`
+//! at the repository root documents each key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::{KeyName, SaltSetting};
+use crate::secret::Pin;
+
+/// Environment variable that names the configuration file.
+pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
+/// Environment variable that overrides `server.listen`.
+pub const ENV_LISTEN: &str = "HALLMARK_LISTEN";
+/// Environment variable that overrides `server.metrics_listen`.
+pub const ENV_METRICS_LISTEN: &str = "HALLMARK_METRICS_LISTEN";
+/// Environment variable that overrides `server.reflection` (`true` or `false`).
+pub const ENV_REFLECTION: &str = "HALLMARK_REFLECTION";
+/// Environment variable that overrides `hsm.module`.
+pub const ENV_MODULE: &str = "HALLMARK_PKCS11_MODULE";
+/// Environment variable that overrides `hsm.token_label`.
+pub const ENV_TOKEN_LABEL: &str = "HALLMARK_TOKEN_LABEL";
+/// Environment variable that overrides `hsm.token_serial`.
+pub const ENV_TOKEN_SERIAL: &str = "HALLMARK_TOKEN_SERIAL";
+/// Environment variable that overrides `hsm.pin_file`.
+pub const ENV_PIN_FILE: &str = "HALLMARK_PIN_FILE";
+/// Environment variable that holds the user PIN itself. It takes precedence
+/// over any PIN file.
+pub const ENV_PIN: &str = "HALLMARK_PIN";
+/// Environment variable that overrides `hsm.sessions`.
+pub const ENV_SESSIONS: &str = "HALLMARK_SESSIONS";
+/// Environment variable that overrides `signing.default_key`.
+pub const ENV_DEFAULT_KEY: &str = "HALLMARK_DEFAULT_KEY";
+
+/// Default gRPC address: loopback only, because a sidecar serves its own pod.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default metrics address: loopback only, so that scraping is opted into.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default cap on a decoded request: a `SignRequest` is under 300 bytes, so
+/// 16 KiB leaves room for growth and is far below tonic's 4 MiB default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Default time that in-flight requests get to finish after a shutdown
+/// signal. Kubernetes waits 30 s before SIGKILL, so 10 s leaves room.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between re-reads of the token's key objects.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Default RSA modulus size: 4096 bits outlives a 90-day rotation by decades.
+pub const DEFAULT_KEY_BITS: u32 = 4096;
+/// Default signing period of one key version.
+pub const DEFAULT_ROTATION_PERIOD: Duration = Duration::from_secs(90 * 86_400);
+/// Default time that verifiers keep accepting a version after it stops signing.
+pub const DEFAULT_VERIFY_GRACE: Duration = Duration::from_secs(30 * 86_400);
+/// Largest accepted session pool. A token rarely offers more parallelism.
+pub const MAX_SESSIONS: usize = 256;
+
+/// A listen address: TCP `host:port` or a Unix domain socket `unix:PATH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP socket address.
+    Tcp(std::net::SocketAddr),
+    /// A filesystem path for a Unix domain socket.
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Parses `host:port`, `[v6]:port` or `unix:PATH`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, as in unix:/run/hallmark/sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        text.parse()
+            .map(Self::Tcp)
+            .map_err(|_| format!("{text:?} is not host:port (an IP address and port) or unix:PATH"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// How the token is chosen. Slot indices are deliberately not offered,
+/// because they change when tokens are added or removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSelector {
+    /// Token label (CK_TOKEN_INFO.label, trailing blanks ignored).
+    pub label: Option<String>,
+    /// Token serial number (CK_TOKEN_INFO.serialNumber, trailing blanks ignored).
+    pub serial: Option<String>,
+}
+
+impl fmt::Display for TokenSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.label, &self.serial) {
+            (Some(label), Some(serial)) => write!(f, "label {label:?} and serial {serial:?}"),
+            (Some(label), None) => write!(f, "label {label:?}"),
+            (None, Some(serial)) => write!(f, "serial {serial:?}"),
+            (None, None) => write!(f, "no selector"),
+        }
+    }
+}
+
+/// Signing and rotation settings of one key name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// RSA modulus size for new versions: 2048, 3072 or 4096.
+    pub bits: u32,
+    /// PSS salt length setting.
+    pub salt: SaltSetting,
+    /// How long a version signs before the next one takes over.
+    pub rotation_period: Duration,
+    /// How long verifiers accept a version after it stops signing.
+    pub verify_grace: Duration,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            bits: DEFAULT_KEY_BITS,
+            salt: SaltSetting::Digest,
+            rotation_period: DEFAULT_ROTATION_PERIOD,
+            verify_grace: DEFAULT_VERIFY_GRACE,
+        }
+    }
+}
+
+/// Settings of the PKCS#11 module and token.
+#[derive(Clone, Debug)]
+pub struct HsmConfig {
+    /// Path of the PKCS#11 shared library.
+    pub module: PathBuf,
+    /// Which token to use.
+    pub token: TokenSelector,
+    /// The user PIN.
+    pub pin: Pin,
+    /// Number of pooled signing sessions.
+    pub sessions: usize,
+    /// Environment variables set before the module loads, such as
+    /// `SOFTHSM2_CONF`.
+    pub module_env: BTreeMap<String, String>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: ListenAddr,
+    /// Prometheus metrics listen address (TCP only).
+    pub metrics_listen: std::net::SocketAddr,
+    /// Whether gRPC server reflection is served.
+    pub reflection: bool,
+    /// Largest accepted request message, in bytes.
+    pub max_request_bytes: usize,
+    /// How long in-flight requests get to finish after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// PKCS#11 settings.
+    pub hsm: HsmConfig,
+    /// Key name used when a request names none.
+    pub default_key: KeyName,
+    /// Interval between re-reads of the token's key objects.
+    pub refresh_interval: Duration,
+    /// Policy of every configured key name. Requests may only use these names.
+    pub keys: BTreeMap<KeyName, KeyPolicy>,
+}
+
+impl Config {
+    /// Returns the policy of a configured key name.
+    pub fn policy(&self, name: &KeyName) -> Option<&KeyPolicy> {
+        self.keys.get(name)
+    }
+}
+
+/// Command-line values that override the file and the environment.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<String>,
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration{}:\n  - {}", source_suffix(.path), .problems.join("\n  - "))]
+pub struct ConfigError {
+    /// The file that was read, if any.
+    pub path: Option<PathBuf>,
+    /// One line per problem, each naming the key and the fix.
+    pub problems: Vec<String>,
+}
+
+fn source_suffix(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" in {}", p.display()))
+        .unwrap_or_default()
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    hsm: RawHsm,
+    #[serde(default)]
+    signing: RawSigning,
+    #[serde(default)]
+    keys: BTreeMap<String, RawKey>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    reflection: Option<bool>,
+    max_request_bytes: Option<usize>,
+    drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHsm {
+    module: Option<PathBuf>,
+    token_label: Option<String>,
+    token_serial: Option<String>,
+    pin_file: Option<PathBuf>,
+    sessions: Option<usize>,
+    #[serde(default)]
+    module_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    default_key: Option<String>,
+    refresh_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    bits: Option<u32>,
+    salt: Option<toml::Value>,
+    rotation_period: Option<String>,
+    verify_grace: Option<String>,
+}
+
+/// Source of environment values, so that tests need not touch the process
+/// environment.
+pub trait Environment {
+    /// Returns the value of a variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Loads the configuration file at `path`, applies environment and flag
+/// overrides, and validates the result.
+pub fn load(
+    path: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        path: Some(path.to_owned()),
+        problems: vec![format!("cannot read the file: {error}")],
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base_dir, env, overrides).map_err(|problems| ConfigError {
+        path: Some(path.to_owned()),
+        problems,
+    })
+}
+
+/// Parses and validates configuration text. Relative paths in the file are
+/// resolved against `base_dir`.
+pub fn parse(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+) -> Result<Config, Vec<String>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| vec![error.to_string()])?;
+    Builder::new(base_dir, env, overrides).build(raw)
+}
+
+/// Collects problems while turning a [`RawConfig`] into a [`Config`].
+struct Builder<'a> {
+    base_dir: &'a Path,
+    env: &'a dyn Environment,
+    overrides: &'a Overrides,
+    problems: Vec<String>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(base_dir: &'a Path, env: &'a dyn Environment, overrides: &'a Overrides) -> Self {
+        Self {
+            base_dir,
+            env,
+            overrides,
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, text: impl Into<String>) {
+        self.problems.push(text.into());
+    }
+
+    /// Picks the flag, then the environment variable, then the file value.
+    fn layered(
+        &self,
+        flag: Option<&String>,
+        env_name: &str,
+        file: Option<String>,
+    ) -> Option<String> {
+        flag.cloned().or_else(|| self.env.var(env_name)).or(file)
+    }
+
+    fn build(mut self, raw: RawConfig) -> Result<Config, Vec<String>> {
+        let listen_text = self
+            .layered(
+                self.overrides.listen.as_ref(),
+                ENV_LISTEN,
+                raw.server.listen,
+            )
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = ListenAddr::parse(&listen_text)
+            .map_err(|e| self.problem(format!("server.listen: {e}")))
+            .ok();
+
+        let metrics_listen = self.metrics_listen(raw.server.metrics_listen);
+        let reflection = self.reflection(raw.server.reflection);
+        let max_request_bytes = raw
+            .server
+            .max_request_bytes
+            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
+        if !(256..=4 * 1024 * 1024).contains(&max_request_bytes) {
+            self.problem(format!(
+                "server.max_request_bytes: {max_request_bytes} is outside 256..=4194304"
+            ));
+        }
+
+        let drain_timeout = match raw.server.drain_timeout {
+            None => DEFAULT_DRAIN_TIMEOUT,
+            Some(text) => self
+                .duration("server.drain_timeout", &text)
+                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+        };
+        let hsm = self.hsm(raw.hsm);
+        let keys = self.keys(raw.keys);
+        let default_key = self.default_key(raw.signing.default_key, &keys);
+        let refresh_interval = match raw.signing.refresh_interval {
+            None => DEFAULT_REFRESH_INTERVAL,
+            Some(text) => self
+                .duration("signing.refresh_interval", &text)
+                .unwrap_or(DEFAULT_REFRESH_INTERVAL),
+        };
+
+        if !self.problems.is_empty() {
+            return Err(self.problems);
+        }
+        // Every `None` below was recorded as a problem above.
+        match (listen, metrics_listen, hsm, default_key) {
+            (Some(listen), Some(metrics_listen), Some(hsm), Some(default_key)) => Ok(Config {
+                listen,
+                metrics_listen,
+                reflection,
+                max_request_bytes,
+                drain_timeout,
+                hsm,
+                default_key,
+                refresh_interval,
+                keys,
+            }),
+            _ => Err(vec![
+                "internal error: a value failed without a message".into(),
+            ]),
+        }
+    }
+
+    fn metrics_listen(&mut self, file: Option<String>) -> Option<std::net::SocketAddr> {
+        let text = self
+            .layered(
+                self.overrides.metrics_listen.as_ref(),
+                ENV_METRICS_LISTEN,
+                file,
+            )
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        text.parse()
+            .map_err(|_| {
+                self.problem(format!(
+                    "server.metrics_listen: {text:?} is not host:port with an IP address"
+                ))
+            })
+            .ok()
+    }
+
+    fn reflection(&mut self, file: Option<bool>) -> bool {
+        match self.env.var(ENV_REFLECTION).as_deref() {
+            None => file.unwrap_or(true),
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            Some(other) => {
+                self.problem(format!("{ENV_REFLECTION}: {other:?} is not true or false"));
+                true
+            }
+        }
+    }
+
+    fn hsm(&mut self, raw: RawHsm) -> Option<HsmConfig> {
+        let module = self
+            .env
+            .var(ENV_MODULE)
+            .map(PathBuf::from)
+            .or(raw.module)
+            .map(|p| self.base_dir.join(p));
+        if module.is_none() {
+            self.problem(format!(
+                "hsm.module is missing: set it to the PKCS#11 library path, for example \
+                 /usr/lib/softhsm/libsofthsm2.so (or set {ENV_MODULE})"
+            ));
+        }
+
+        let token = TokenSelector {
+            label: self.env.var(ENV_TOKEN_LABEL).or(raw.token_label),
+            serial: self.env.var(ENV_TOKEN_SERIAL).or(raw.token_serial),
+        };
+        if token.label.is_none() && token.serial.is_none() {
+            self.problem("hsm: set token_label or token_serial to choose the token");
+        }
+
+        let sessions = self
+            .env
+            .var(ENV_SESSIONS)
+            .map(|text| {
+                text.parse::<usize>().unwrap_or_else(|_| {
+                    self.problem(format!("{ENV_SESSIONS}: {text:?} is not a whole number"));
+                    0
+                })
+            })
+            .or(raw.sessions)
+            .unwrap_or_else(default_sessions);
+        if !(1..=MAX_SESSIONS).contains(&sessions) {
+            self.problem(format!(
+                "hsm.sessions: {sessions} is outside 1..={MAX_SESSIONS}"
+            ));
+        }
+
+        let pin = self.pin(raw.pin_file);
+        let module_env = raw.module_env;
+        Some(HsmConfig {
+            module: module?,
+            token,
+            pin: pin?,
+            sessions,
+            module_env,
+        })
+    }
+
+    fn pin(&mut self, file: Option<PathBuf>) -> Option<Pin> {
+        if let Some(value) = self.env.var(ENV_PIN) {
+            return self.checked_pin(Pin::new(value), ENV_PIN);
+        }
+        let Some(path) = self.env.var(ENV_PIN_FILE).map(PathBuf::from).or(file) else {
+            self.problem(format!(
+                "hsm.pin_file is missing: point it at a file that holds the user PIN \
+                 (or set {ENV_PIN_FILE} or {ENV_PIN})"
+            ));
+            return None;
+        };
+        let path = self.base_dir.join(path);
+        match Pin::from_file(&path) {
+            Ok(pin) => self.checked_pin(pin, &path.display().to_string()),
+            Err(error) => {
+                self.problem(format!(
+                    "hsm.pin_file: cannot read {}: {error}",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    fn checked_pin(&mut self, pin: Pin, source: &str) -> Option<Pin> {
+        if pin.is_empty() {
+            self.problem(format!("the user PIN from {source} is empty"));
+            return None;
+        }
+        Some(pin)
+    }
+
+    fn keys(&mut self, raw: BTreeMap<String, RawKey>) -> BTreeMap<KeyName, KeyPolicy> {
+        let mut keys = BTreeMap::new();
+        for (name, raw_key) in raw {
+            let key_name = match KeyName::parse(&name) {
+                Ok(key_name) => key_name,
+                Err(error) => {
+                    self.problem(format!("keys.{name}: {error}"));
+                    continue;
+                }
+            };
+            let policy = self.key_policy(&name, raw_key);
+            keys.insert(key_name, policy);
+        }
+        keys
+    }
+
+    fn key_policy(&mut self, name: &str, raw: RawKey) -> KeyPolicy {
+        let mut policy = KeyPolicy::default();
+        if let Some(bits) = raw.bits {
+            if matches!(bits, 2048 | 3072 | 4096) {
+                policy.bits = bits;
+            } else {
+                self.problem(format!(
+                    "keys.{name}.bits: {bits} is not 2048, 3072 or 4096"
+                ));
+            }
+        }
+        if let Some(value) = raw.salt {
+            match SaltSetting::from_toml(&value) {
+                Ok(salt) => policy.salt = salt,
+                Err(error) => self.problem(format!("keys.{name}.salt: {error}")),
+            }
+        }
+        // Every supported modulus leaves room for this salt: the smallest,
+        // RSA-2048, allows at most 222 bytes with SHA-256.
+        if let SaltSetting::Bytes(len) = policy.salt {
+            let max = SaltSetting::max_len(policy.bits);
+            if len as usize > max {
+                self.problem(format!(
+                    "keys.{name}.salt: {len} bytes does not fit an RSA-{} key, whose maximum \
+                     PSS salt with SHA-256 is {max}; use \"digest\" (32) or \"max\"",
+                    policy.bits
+                ));
+            }
+        }
+        if let Some(text) = raw.rotation_period {
+            if let Some(d) = self.duration(&format!("keys.{name}.rotation_period"), &text) {
+                policy.rotation_period = d;
+            }
+        }
+        if let Some(text) = raw.verify_grace {
+            if let Some(d) = self.duration(&format!("keys.{name}.verify_grace"), &text) {
+                policy.verify_grace = d;
+            }
+        }
+        policy
+    }
+
+    fn default_key(
+        &mut self,
+        file: Option<String>,
+        keys: &BTreeMap<KeyName, KeyPolicy>,
+    ) -> Option<KeyName> {
+        let text = self
+            .env
+            .var(ENV_DEFAULT_KEY)
+            .or(file)
+            .unwrap_or_else(|| "default".into());
+        let name = KeyName::parse(&text)
+            .map_err(|e| self.problem(format!("signing.default_key: {e}")))
+            .ok()?;
+        if !keys.contains_key(&name) {
+            self.problem(format!(
+                "signing.default_key: {text:?} has no [keys.{text}] table; add one \
+                 (an empty table takes every default)"
+            ));
+            return None;
+        }
+        Some(name)
+    }
+
+    fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
+        parse_duration(text)
+            .map_err(|e| self.problem(format!("{key}: {e}")))
+            .ok()
+    }
+}
+
+/// Returns the number of cores, the default session pool size.
+fn default_sessions() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// Parses a human duration: a whole number followed by `ms`, `s`, `m`, `h`
+/// or `d`, for example `90d` or `500ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit; write for example 90d, 12h, 30s or 500ms"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let seconds_per_unit = match unit {
+        "ms" => return Ok(Duration::from_millis(value)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} has unknown unit {unit:?}; use ms, s, m, h or d"
+            ));
+        }
+    };
+    value
+        .checked_mul(seconds_per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const MINIMAL: &str = r#"
+        [hsm]
+        module = "/usr/lib/softhsm/libsofthsm2.so"
+        token_label = "t"
+        [keys.default]
+    "#;
+
+    fn parse_with(
+        text: &str,
+        env_pairs: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> Result<Config, Vec<String>> {
+        let mut vars = env(env_pairs);
+        vars.entry(ENV_PIN.into()).or_insert_with(|| "1234".into());
+        parse(text, Path::new("/etc/hallmark"), &vars, overrides)
+    }
+
+    #[test]
+    fn minimal_file_takes_defaults() {
+        let config = parse_with(MINIMAL, &[], &Overrides::default()).expect("valid");
+        assert_eq!(
+            config.listen,
+            ListenAddr::parse(DEFAULT_LISTEN).expect("valid")
+        );
+        assert_eq!(config.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
+        assert!(config.reflection);
+        assert_eq!(config.default_key.as_str(), "default");
+        let policy = config.keys.values().next().expect("one key");
+        assert_eq!(policy, &KeyPolicy::default());
+        assert_eq!(config.hsm.pin.expose(), "1234");
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n{MINIMAL}");
+        let from_env = parse_with(&text, &[(ENV_LISTEN, "127.0.0.1:2")], &Overrides::default())
+            .expect("valid");
+        assert_eq!(from_env.listen.to_string(), "127.0.0.1:2");
+
+        let flags = Overrides {
+            listen: Some("unix:/tmp/h.sock".into()),
+            metrics_listen: None,
+        };
+        let from_flag = parse_with(&text, &[(ENV_LISTEN, "127.0.0.1:2")], &flags).expect("valid");
+        assert_eq!(from_flag.listen, ListenAddr::Unix("/tmp/h.sock".into()));
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+            [server]
+            listen = "nowhere"
+            [hsm]
+            sessions = 0
+            [signing]
+            default_key = "missing"
+            [keys.default]
+            bits = 1024
+            salt = 300
+            rotation_period = "90 days"
+        "#;
+        let problems = parse_with(text, &[], &Overrides::default()).expect_err("invalid");
+        let joined = problems.join("\n");
+        for needle in [
+            "server.listen",
+            "hsm.module is missing",
+            "token_label or token_serial",
+            "hsm.sessions: 0",
+            "keys.default.bits: 1024",
+            "keys.default.rotation_period",
+            "signing.default_key: \"missing\"",
+        ] {
+            assert!(joined.contains(needle), "{needle:?} not in:\n{joined}");
+        }
+        assert_eq!(problems.len(), 7, "{joined}");
+    }
+
+    #[test]
+    fn oversized_salt_is_rejected() {
+        let text = MINIMAL.replace("[keys.default]", "[keys.default]\nbits = 2048\nsalt = 223");
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("maximum PSS salt with SHA-256 is 222"),
+            "{problems:?}"
+        );
+
+        let fits = MINIMAL.replace("[keys.default]", "[keys.default]\nbits = 2048\nsalt = 222");
+        let config = parse_with(&fits, &[], &Overrides::default()).expect("valid");
+        assert_eq!(
+            config.keys.values().next().map(|p| p.salt),
+            Some(SaltSetting::Bytes(222))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = format!("{MINIMAL}\nbitz = 2048");
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        assert!(problems[0].contains("unknown field `bitz`"), "{problems:?}");
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let text = include_str!("../hallmark.example.toml");
+        let config = parse_with(text, &[], &Overrides::default()).expect("example parses");
+        assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
+        assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
+        assert_eq!(config.keys.values().next(), Some(&KeyPolicy::default()));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("90").is_err());
+        assert!(parse_duration("d").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            ListenAddr::parse("unix:/run/h.sock"),
+            Ok(ListenAddr::Unix("/run/h.sock".into()))
+        );
+        assert!(ListenAddr::parse("unix:").is_err());
+        assert!(ListenAddr::parse("localhost:50051").is_err());
+        assert_eq!(
+            ListenAddr::parse("[::1]:5").map(|a| a.to_string()),
+            Ok("[::1]:5".into())
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! The gRPC front end: request validation, the `SignerService`
+//! implementation, and the mapping of internal errors to gRPC statuses.
+
+mod request;
+mod status;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tonic::{Request, Response, Status};
+use tracing::{debug, instrument};
+
+use crate::config::Config;
+use crate::keys::{KeyName, KeyState, KeyVersion, Signer};
+use crate::metrics::Metrics;
+use crate::pb;
+
+pub use request::{SignParams, validate_sign};
+pub use status::code_name;
+
+/// Implements `hallmark.v1.SignerService`.
+pub struct SignerApi {
+    signer: Arc<Signer>,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+impl SignerApi {
+    /// Creates the service.
+    pub fn new(signer: Arc<Signer>, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            signer,
+            config,
+            metrics,
+        }
+    }
+
+    async fn sign_checked(&self, params: &SignParams) -> Result<pb::SignResponse, Status> {
+        let signed = self.signer.sign(&params.key_name, params.digest).await?;
+        debug!(
+            key_id = %signed.key.key_id,
+            version = signed.key.version,
+            "signed"
+        );
+        Ok(pb::SignResponse {
+            signature: signed.signature,
+            key: Some(key_version_message(&signed.key, false)),
+            signed_at: Some(prost_types::Timestamp::from(signed.signed_at)),
+            request_id: params.request_id.clone(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::signer_service_server::SignerService for SignerApi {
+    #[instrument(skip_all, fields(request_id, key_name))]
+    async fn sign(
+        &self,
+        request: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let started = Instant::now();
+        let validated = validate_sign(request.get_ref(), &self.config);
+        // Metric labels use the configured name, or "unknown" for anything else.
+        let metric_key = match &validated {
+            Ok(params) => params.key_name.as_str().to_owned(),
+            Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
+        };
+        let result = match validated {
+            Ok(params) => {
+                let span = tracing::Span::current();
+                span.record("request_id", params.request_id.as_str());
+                span.record("key_name", params.key_name.as_str());
+                self.sign_checked(&params).await
+            }
+            Err(status) => Err(status),
+        };
+
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics
+            .sign_requests
+            .with_label_values(&[metric_key.as_str(), code_name(code)])
+            .inc();
+        self.metrics
+            .sign_duration
+            .with_label_values(&[metric_key.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        result.map(Response::new)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_keys(
+        &self,
+        _request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let snapshot = self.signer.snapshot();
+        let keys = snapshot
+            .published(SystemTime::now())
+            .map(|version| key_version_message(version, true))
+            .collect();
+        Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+}
+
+/// The metric label for a key name that failed validation.
+fn label_for_raw_name(raw: &str, config: &Config) -> String {
+    if raw.is_empty() {
+        return config.default_key.as_str().to_owned();
+    }
+    match KeyName::parse(raw) {
+        Ok(name) if config.keys.contains_key(&name) => name.as_str().to_owned(),
+        _ => KeyName::UNKNOWN.to_owned(),
+    }
+}
+
+/// Converts a key version to its wire form. The public key is included
+/// only where requested, because Sign responses stay small.
+pub fn key_version_message(version: &KeyVersion, with_public_key: bool) -> pb::KeyVersion {
+    let (der, pem) = if with_public_key {
+        (version.spki_der.clone(), version.spki_pem.clone())
+    } else {
+        (Vec::new(), String::new())
+    };
+    pb::KeyVersion {
+        key_id: version.key_id.clone(),
+        key_name: version.name.as_str().to_owned(),
+        version: version.version,
+        state: state_message(version.state) as i32,
+        algorithm: pb::SignatureAlgorithm::RsaPssSha256 as i32,
+        pss_salt_length: version
+            .salt_len
+            .and_then(|len| u32::try_from(len).ok())
+            .unwrap_or(0),
+        key_bits: version.bits,
+        created_at: Some(version.created_at.into()),
+        rotates_at: Some(version.rotates_at.into()),
+        verify_until: Some(version.verify_until.into()),
+        public_key_der: der,
+        public_key_pem: pem,
+    }
+}
+
+fn state_message(state: KeyState) -> pb::KeyState {
+    match state {
+        KeyState::Next => pb::KeyState::Next,
+        KeyState::Active => pb::KeyState::Active,
+        KeyState::Retired => pb::KeyState::Retired,
+        KeyState::Revoked => pb::KeyState::Revoked,
+    }
+}

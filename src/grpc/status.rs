@@ -1,0 +1,63 @@
+//! The one place where internal errors become gRPC statuses.
+//!
+//! Details are logged server-side; clients get the code and a short message
+//! that never carries PKCS#11 internals.
+
+use tonic::{Code, Status};
+use tracing::error;
+
+use crate::hsm::HsmError;
+use crate::keys::SignError;
+
+/// Maps a signing failure to the status a client sees:
+///
+/// | error | code |
+/// |---|---|
+/// | no active version, salt does not fit | `FAILED_PRECONDITION` |
+/// | token gone, session broken, pool closed | `UNAVAILABLE` |
+/// | self-check failure, other PKCS#11 failure | `INTERNAL` |
+impl From<SignError> for Status {
+    fn from(error: SignError) -> Self {
+        match &error {
+            SignError::NoActiveVersion { .. } | SignError::SaltDoesNotFit { .. } => {
+                Status::failed_precondition(error.to_string())
+            }
+            SignError::SelfCheckFailed { .. } => {
+                Status::internal("the token produced an invalid signature; it was discarded")
+            }
+            SignError::Hsm(hsm) => {
+                error!(error = %hsm, "signing failed in the token");
+                if hsm.is_token_unavailable() {
+                    Status::unavailable("the signing token is unavailable; retry later")
+                } else if let HsmError::Ambiguous { .. } = hsm {
+                    Status::failed_precondition(hsm.to_string())
+                } else {
+                    Status::internal("signing failed in the token")
+                }
+            }
+        }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as used in metric labels.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}

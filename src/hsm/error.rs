@@ -1,0 +1,147 @@
+//! Errors of the PKCS#11 layer.
+
+use std::path::PathBuf;
+
+use cryptoki::error::{Error as CkError, RvError};
+
+/// A failure in the PKCS#11 layer. Each variant says whose fault it is, so
+/// that the gRPC edge and the command line can report it correctly.
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// The configured module path does not exist. Operator error.
+    #[error("PKCS#11 module {path} does not exist; set hsm.module to the library path")]
+    ModuleMissing {
+        /// The configured path.
+        path: PathBuf,
+    },
+    /// The module file exists but is not a loadable PKCS#11 library.
+    #[error("{path} is not a loadable PKCS#11 library; check hsm.module")]
+    ModuleLoad {
+        /// The configured path.
+        path: PathBuf,
+        /// The loader's error.
+        #[source]
+        source: CkError,
+    },
+    /// No initialized token matches the configured label or serial.
+    #[error("no token with {selector}; tokens present: {}", list_or_none(.available))]
+    TokenNotFound {
+        /// The configured selector.
+        selector: String,
+        /// The initialized tokens that do exist.
+        available: Vec<String>,
+    },
+    /// More than one token matches, so the choice would be a guess.
+    #[error("{count} tokens match {selector}; set both hsm.token_label and hsm.token_serial")]
+    TokenAmbiguous {
+        /// The configured selector.
+        selector: String,
+        /// How many tokens matched.
+        count: usize,
+    },
+    /// The token is present but was never initialized.
+    #[error("token {label:?} (serial {serial:?}) is not initialized; initialize it first")]
+    TokenNotInitialized {
+        /// Token label.
+        label: String,
+        /// Token serial.
+        serial: String,
+    },
+    /// The user PIN was rejected.
+    #[error(
+        "user PIN rejected by token {label:?}; check hsm.pin_file (failed logins count towards locking the PIN)"
+    )]
+    PinIncorrect {
+        /// Token label.
+        label: String,
+    },
+    /// The user PIN is locked after too many failures.
+    #[error("user PIN of token {label:?} is locked; the security officer must reset it")]
+    PinLocked {
+        /// Token label.
+        label: String,
+    },
+    /// A token object does not have the shape Hallmark writes.
+    #[error("key object {label:?} is malformed: {reason}")]
+    MalformedObject {
+        /// The object's label.
+        label: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A lookup found several objects where exactly one must exist.
+    #[error("{count} objects match {what}; remove the duplicates")]
+    Ambiguous {
+        /// What was looked up.
+        what: String,
+        /// How many objects matched.
+        count: usize,
+    },
+    /// A PKCS#11 call failed.
+    #[error("{function} failed: {}", rv_name(.source))]
+    Pkcs11 {
+        /// The C function that failed, such as `C_Sign`.
+        function: &'static str,
+        /// The error from the binding, with the return code.
+        #[source]
+        source: CkError,
+    },
+    /// A lock was poisoned by a panic on another thread.
+    #[error("internal lock poisoned")]
+    Poisoned,
+    /// A blocking task did not finish.
+    #[error("blocking PKCS#11 task failed: {0}")]
+    TaskFailed(String),
+}
+
+impl HsmError {
+    /// Wraps a binding error with the C function that returned it.
+    pub fn pkcs11(function: &'static str, source: CkError) -> Self {
+        Self::Pkcs11 { function, source }
+    }
+
+    /// The PKCS#11 return value, where the error carries one.
+    pub fn rv(&self) -> Option<RvError> {
+        match self {
+            Self::Pkcs11 {
+                source: CkError::Pkcs11(rv, _),
+                ..
+            } => Some(*rv),
+            _ => None,
+        }
+    }
+
+    /// Whether the token itself is gone or unusable, as opposed to a
+    /// problem with one request.
+    pub fn is_token_unavailable(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(
+                RvError::DeviceError
+                    | RvError::DeviceRemoved
+                    | RvError::DeviceMemory
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::SessionClosed
+                    | RvError::SessionHandleInvalid
+                    | RvError::UserNotLoggedIn
+                    | RvError::CryptokiNotInitialized
+            )
+        )
+    }
+}
+
+fn rv_name(error: &CkError) -> String {
+    match error {
+        CkError::Pkcs11(rv, _) => format!("{rv:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,183 @@
+//! The PKCS#11 layer: one module context per process, one login, and a pool
+//! of sessions for signing.
+//!
+//! This layer knows nothing of gRPC or of key lifecycle policy. It opens the
+//! token, runs blocking PKCS#11 calls off the async runtime, and finds,
+//! creates and relabels key objects.
+
+mod error;
+pub mod objects;
+mod pool;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use tracing::info;
+
+use crate::config::{HsmConfig, TokenSelector};
+
+pub use error::HsmError;
+pub use pool::{PooledSession, SessionPool};
+
+/// Sets the environment variables that a PKCS#11 module reads when it loads,
+/// such as `SOFTHSM2_CONF`.
+///
+/// # Safety
+///
+/// Must be called while the process has a single thread, before any runtime
+/// or module starts, because `std::env::set_var` races with every other
+/// reader of the environment.
+#[allow(unsafe_code)]
+pub unsafe fn apply_module_env(vars: &BTreeMap<String, String>) {
+    for (name, value) in vars {
+        // SAFETY: the caller guarantees that no other thread exists yet.
+        unsafe { std::env::set_var(name, value) };
+    }
+}
+
+/// An open, logged-in token.
+///
+/// The PKCS#11 login state belongs to the application, not to a session,
+/// and lasts while at least one session stays open. `login_session` is that
+/// session: it is held for the life of the token so that pooled sessions
+/// never need to log in, and the request path never logs out.
+pub struct Token {
+    context: Pkcs11,
+    slot: Slot,
+    label: String,
+    serial: String,
+    login_session: Mutex<Session>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("label", &self.label)
+            .field("serial", &self.serial)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// Loads the module, finds the token, and logs in as the user.
+    pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
+        if !config.module.is_file() {
+            return Err(HsmError::ModuleMissing {
+                path: config.module.clone(),
+            });
+        }
+        let context = Pkcs11::new(&config.module).map_err(|source| HsmError::ModuleLoad {
+            path: config.module.clone(),
+            source,
+        })?;
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(source) => return Err(HsmError::pkcs11("C_Initialize", source)),
+        }
+
+        let (slot, label, serial) = find_token(&context, &config.token)?;
+        let login_session = context
+            .open_rw_session(slot)
+            .map_err(|e| HsmError::pkcs11("C_OpenSession", e))?;
+        match login_session.login(UserType::User, Some(&config.pin.to_auth_pin())) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                return Err(HsmError::PinIncorrect { label });
+            }
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                return Err(HsmError::PinLocked { label });
+            }
+            Err(source) => return Err(HsmError::pkcs11("C_Login", source)),
+        }
+        info!(token.label = %label, token.serial = %serial, "token opened and logged in");
+        Ok(Self {
+            context,
+            slot,
+            label,
+            serial,
+            login_session: Mutex::new(login_session),
+        })
+    }
+
+    /// The token label, without trailing blanks.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The token serial number, without trailing blanks.
+    pub fn serial(&self) -> &str {
+        &self.serial
+    }
+
+    /// Opens a new session. Sessions opened after the login share it.
+    pub fn open_session(&self, access: Access) -> Result<Session, HsmError> {
+        let opened = match access {
+            Access::ReadOnly => self.context.open_ro_session(self.slot),
+            Access::ReadWrite => self.context.open_rw_session(self.slot),
+        };
+        opened.map_err(|e| HsmError::pkcs11("C_OpenSession", e))
+    }
+
+    /// Runs `work` on the session that holds the login. Used for rare
+    /// administrative calls, never on the signing path.
+    pub fn with_admin_session<T>(
+        &self,
+        work: impl FnOnce(&Session) -> Result<T, HsmError>,
+    ) -> Result<T, HsmError> {
+        let session = self.login_session.lock().map_err(|_| HsmError::Poisoned)?;
+        work(&session)
+    }
+}
+
+/// Access mode of a new session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read-only: enough for signing and reading objects.
+    ReadOnly,
+    /// Read-write: needed to create or change token objects.
+    ReadWrite,
+}
+
+/// Finds the one token that matches `selector`, by label or serial number.
+fn find_token(
+    context: &Pkcs11,
+    selector: &TokenSelector,
+) -> Result<(Slot, String, String), HsmError> {
+    let slots = context
+        .get_slots_with_token()
+        .map_err(|e| HsmError::pkcs11("C_GetSlotList", e))?;
+    let mut available = Vec::new();
+    let mut found = Vec::new();
+    for slot in slots {
+        let info = context
+            .get_token_info(slot)
+            .map_err(|e| HsmError::pkcs11("C_GetTokenInfo", e))?;
+        let label = info.label().trim_end().to_owned();
+        let serial = info.serial_number().trim_end().to_owned();
+        let label_matches = selector.label.as_deref().is_none_or(|l| l == label);
+        let serial_matches = selector.serial.as_deref().is_none_or(|s| s == serial);
+        if label_matches && serial_matches {
+            if !info.token_initialized() {
+                return Err(HsmError::TokenNotInitialized { label, serial });
+            }
+            found.push((slot, label, serial));
+        } else if info.token_initialized() {
+            available.push(format!("label {label:?} serial {serial:?}"));
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(HsmError::TokenNotFound {
+            selector: selector.to_string(),
+            available,
+        }),
+        count => Err(HsmError::TokenAmbiguous {
+            selector: selector.to_string(),
+            count,
+        }),
+    }
+}

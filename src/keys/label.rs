@@ -1,0 +1,214 @@
+//! The CKA_LABEL encoding that stores a key version's lifecycle in the token.
+//!
+//! A complete key version's private and public objects both carry a label of
+//! the form
+//!
+//! ```text
+//! hallmark1;name=<key name>;version=<n>;state=<state>;created=<unix seconds>[;retired=<unix seconds>]
+//! ```
+//!
+//! and a CKA_ID equal to the 32-byte RFC 7638 thumbprint of the public key.
+//! The token therefore holds everything needed to rebuild every key version,
+//! its state and its timestamps after a restart with an empty disk.
+//!
+//! Key generation first writes a pending label, `hallmark1-pending;...` with
+//! the same fields, and a random CKA_ID. Only after the ID is set to the
+//! thumbprint does the label become final, so a crash in between leaves an
+//! object that is recognisably incomplete and never signs.
+//!
+//! Fields are `;`-separated `key=value` pairs. Readers ignore fields they do
+//! not know, so later versions can add fields without breaking older ones.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{KeyName, KeyState};
+
+/// Prefix of every complete key version label.
+pub const PREFIX: &str = "hallmark1;";
+/// Prefix of labels written during key generation.
+pub const PENDING_PREFIX: &str = "hallmark1-pending;";
+/// Prefix shared by complete and pending labels.
+pub const ANY_PREFIX: &str = "hallmark1";
+
+/// The lifecycle fields stored in a label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLabel {
+    /// Key name.
+    pub name: KeyName,
+    /// Version number, from 1.
+    pub version: u32,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Generation time, whole seconds.
+    pub created: SystemTime,
+    /// When the version stopped signing, for retired versions.
+    pub retired: Option<SystemTime>,
+}
+
+/// What a label with the Hallmark prefix turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A complete key version.
+    Complete(KeyLabel),
+    /// A key pair whose generation did not finish.
+    Pending(KeyLabel),
+}
+
+impl KeyLabel {
+    /// Encodes the final label.
+    pub fn encode(&self) -> String {
+        self.encode_with(PREFIX)
+    }
+
+    /// Encodes the label written while the key is being generated.
+    pub fn encode_pending(&self) -> String {
+        self.encode_with(PENDING_PREFIX)
+    }
+
+    fn encode_with(&self, prefix: &str) -> String {
+        let mut text = format!(
+            "{prefix}name={};version={};state={};created={}",
+            self.name,
+            self.version,
+            self.state.as_str(),
+            unix_seconds(self.created)
+        );
+        if let Some(retired) = self.retired {
+            text.push_str(&format!(";retired={}", unix_seconds(retired)));
+        }
+        text
+    }
+
+    /// Parses a label. Returns `Ok(None)` for labels without the Hallmark
+    /// prefix, which belong to other applications.
+    pub fn parse(label: &str) -> Result<Option<Parsed>, String> {
+        let (fields, pending) = if let Some(rest) = label.strip_prefix(PREFIX) {
+            (rest, false)
+        } else if let Some(rest) = label.strip_prefix(PENDING_PREFIX) {
+            (rest, true)
+        } else {
+            return Ok(None);
+        };
+
+        let mut name = None;
+        let mut version = None;
+        let mut state = None;
+        let mut created = None;
+        let mut retired = None;
+        for field in fields.split(';') {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| format!("field {field:?} is not key=value"))?;
+            match key {
+                "name" => name = Some(KeyName::parse(value)?),
+                "version" => version = Some(parse_number(key, value)?),
+                "state" => {
+                    state = Some(
+                        KeyState::parse(value).ok_or_else(|| format!("unknown state {value:?}"))?,
+                    )
+                }
+                "created" => created = Some(parse_time(key, value)?),
+                "retired" => retired = Some(parse_time(key, value)?),
+                _ => {}
+            }
+        }
+        let missing = |what: &str| format!("missing field {what}");
+        let label = KeyLabel {
+            name: name.ok_or_else(|| missing("name"))?,
+            version: version
+                .filter(|v| *v > 0)
+                .ok_or_else(|| missing("version (a number from 1)"))?,
+            state: state.ok_or_else(|| missing("state"))?,
+            created: created.ok_or_else(|| missing("created"))?,
+            retired,
+        };
+        Ok(Some(if pending {
+            Parsed::Pending(label)
+        } else {
+            Parsed::Complete(label)
+        }))
+    }
+}
+
+/// Seconds since the Unix epoch, or 0 for earlier times.
+pub fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn parse_number(key: &str, value: &str) -> Result<u32, String> {
+    value
+        .parse()
+        .map_err(|_| format!("field {key}={value:?} is not a whole number"))
+}
+
+fn parse_time(key: &str, value: &str) -> Result<SystemTime, String> {
+    let seconds: u64 = value
+        .parse()
+        .map_err(|_| format!("field {key}={value:?} is not Unix seconds"))?;
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(seconds))
+        .ok_or_else(|| format!("field {key}={value:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KeyLabel {
+        KeyLabel {
+            name: KeyName::parse("default").expect("valid"),
+            version: 3,
+            state: KeyState::Retired,
+            created: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
+            retired: Some(UNIX_EPOCH + Duration::from_secs(1_765_086_400)),
+        }
+    }
+
+    #[test]
+    fn label_round_trips() {
+        let label = sample();
+        let text = label.encode();
+        assert_eq!(
+            text,
+            "hallmark1;name=default;version=3;state=retired;created=1765000000;retired=1765086400"
+        );
+        assert_eq!(
+            KeyLabel::parse(&text),
+            Ok(Some(Parsed::Complete(label.clone())))
+        );
+        assert_eq!(
+            KeyLabel::parse(&label.encode_pending()),
+            Ok(Some(Parsed::Pending(label)))
+        );
+    }
+
+    #[test]
+    fn foreign_labels_are_ignored() {
+        assert_eq!(KeyLabel::parse("my-other-app-key"), Ok(None));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let text = "hallmark1;name=a;version=1;state=active;created=5;future=x";
+        let Ok(Some(Parsed::Complete(label))) = KeyLabel::parse(text) else {
+            panic!("{text} did not parse");
+        };
+        assert_eq!(label.version, 1);
+    }
+
+    #[test]
+    fn broken_labels_are_errors() {
+        for text in [
+            "hallmark1;name=a;version=0;state=active;created=5",
+            "hallmark1;name=a;state=active;created=5",
+            "hallmark1;name=a;version=1;state=lost;created=5",
+            "hallmark1;name=A;version=1;state=active;created=5",
+            "hallmark1;name=a;version=1;state=active;created=soon",
+            "hallmark1;garbage",
+        ] {
+            assert!(KeyLabel::parse(text).is_err(), "{text} parsed");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The key versions read from the token, with their rotation metadata.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use cryptoki::object::ObjectHandle;
+use rsa::pkcs8::{EncodePublicKey, LineEnding};
+use rsa::{BigUint, RsaPublicKey};
+use tracing::warn;
+
+use super::label::{self, KeyLabel, Parsed};
+use super::{KeyName, KeyState, SaltSetting, key_id_text, rsa_thumbprint};
+use crate::config::KeyPolicy;
+use crate::hsm::objects::RsaKeyPair;
+
+/// One version of a named key, as read from the token.
+#[derive(Debug)]
+pub struct KeyVersion {
+    /// Key name.
+    pub name: KeyName,
+    /// Version number, from 1.
+    pub version: u32,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// RFC 7638 thumbprint, base64url without padding.
+    pub key_id: String,
+    /// RSA modulus size in bits.
+    pub bits: u32,
+    /// PSS salt length that this version signs with, or `None` when the
+    /// configured salt does not fit the modulus.
+    pub salt_len: Option<usize>,
+    /// Generation time.
+    pub created_at: SystemTime,
+    /// When signing moves to the next version.
+    pub rotates_at: SystemTime,
+    /// When verifiers should stop accepting this version.
+    pub verify_until: SystemTime,
+    /// The public key, used to check every signature before it is returned.
+    pub public_key: RsaPublicKey,
+    /// DER-encoded SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    /// PEM-encoded SubjectPublicKeyInfo.
+    pub spki_pem: String,
+    /// Handle of the private key in the token.
+    pub(crate) private: ObjectHandle,
+}
+
+/// All key versions found in one read of the token.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every complete version, ordered by name and then version.
+    versions: Vec<Arc<KeyVersion>>,
+    /// Per name, the versions in state ACTIVE, newest first.
+    active: BTreeMap<KeyName, Vec<Arc<KeyVersion>>>,
+    /// Objects that carry the Hallmark prefix but could not be used.
+    problems: Vec<String>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from the key pairs found in the token.
+    pub fn build(pairs: Vec<RsaKeyPair>, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
+        let mut snapshot = Self::default();
+        for pair in pairs {
+            match version_from_pair(&pair, policies) {
+                Ok(version) => snapshot.versions.push(Arc::new(version)),
+                Err(problem) => snapshot.problems.push(problem),
+            }
+        }
+        snapshot
+            .versions
+            .sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        for version in snapshot.versions.iter().rev() {
+            if version.state == KeyState::Active {
+                let entry = snapshot.active.entry(version.name.clone()).or_default();
+                entry.push(Arc::clone(version));
+            }
+        }
+        snapshot
+    }
+
+    /// Every complete key version, ordered by name and then version.
+    pub fn versions(&self) -> &[Arc<KeyVersion>] {
+        &self.versions
+    }
+
+    /// The versions that verifiers should trust at `now`: every version
+    /// whose verify-until time has not passed.
+    pub fn published(&self, now: SystemTime) -> impl Iterator<Item = &Arc<KeyVersion>> {
+        self.versions.iter().filter(move |v| v.verify_until > now)
+    }
+
+    /// The version that signs for `name`.
+    ///
+    /// When an interrupted key creation leaves two ACTIVE versions, the
+    /// newest signs: creation marks the new version ACTIVE before it
+    /// retires the old one, and rerunning it completes the change.
+    pub fn active(&self, name: &KeyName) -> Option<&Arc<KeyVersion>> {
+        self.active.get(name).and_then(|versions| versions.first())
+    }
+
+    /// Descriptions of Hallmark objects in the token that could not be used.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+fn version_from_pair(
+    pair: &RsaKeyPair,
+    policies: &BTreeMap<KeyName, KeyPolicy>,
+) -> Result<KeyVersion, String> {
+    let described = |reason: String| format!("key object {:?}: {reason}", pair.label);
+    let parsed = KeyLabel::parse(&pair.label).map_err(described)?;
+    let label = match parsed {
+        Some(Parsed::Complete(label)) => label,
+        Some(Parsed::Pending(_)) => {
+            return Err(described(
+                "key generation did not finish; this pair never signs, and \
+                 `hallmark keys create` can be run again"
+                    .into(),
+            ));
+        }
+        None => return Err(described("not a Hallmark key".into())),
+    };
+
+    let thumbprint = rsa_thumbprint(&pair.modulus, &pair.exponent);
+    if pair.id != thumbprint {
+        return Err(described(
+            "CKA_ID is not the public key's thumbprint; the pair is incomplete or altered".into(),
+        ));
+    }
+    let public_key = RsaPublicKey::new(
+        BigUint::from_bytes_be(&pair.modulus),
+        BigUint::from_bytes_be(&pair.exponent),
+    )
+    .map_err(|e| described(format!("invalid RSA public key: {e}")))?;
+    let spki_der = public_key
+        .to_public_key_der()
+        .map_err(|e| described(format!("cannot encode SubjectPublicKeyInfo: {e}")))?
+        .into_vec();
+    let spki_pem = public_key
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| described(format!("cannot encode PEM: {e}")))?;
+
+    let default_policy = KeyPolicy::default();
+    let policy = policies.get(&label.name).unwrap_or(&default_policy);
+    let bits = modulus_bits(&pair.modulus);
+    let rotates_at = match (label.state, label.retired) {
+        (KeyState::Retired | KeyState::Revoked, Some(retired)) => retired,
+        _ => label.created + policy.rotation_period,
+    };
+    Ok(KeyVersion {
+        key_id: key_id_text(&thumbprint),
+        salt_len: policy.salt.len_for(bits),
+        bits,
+        created_at: label.created,
+        rotates_at,
+        verify_until: rotates_at + policy.verify_grace,
+        public_key,
+        spki_der,
+        spki_pem,
+        private: pair.private,
+        name: label.name,
+        version: label.version,
+        state: label.state,
+    })
+}
+
+/// Number of significant bits in a big-endian unsigned integer.
+fn modulus_bits(modulus: &[u8]) -> u32 {
+    match modulus.iter().position(|&b| b != 0) {
+        None => 0,
+        Some(first) => {
+            let rest = (modulus.len() - first - 1) as u32 * 8;
+            rest + (8 - modulus[first].leading_zeros())
+        }
+    }
+}
+
+/// The current snapshot, replaced whole on every refresh so that a request
+/// sees one consistent read of the token.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl KeyRing {
+    /// Returns the current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.current.read() {
+            Ok(guard) => Arc::clone(&guard),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the snapshot and logs each unusable object.
+    pub fn replace(&self, snapshot: Snapshot) -> Arc<Snapshot> {
+        for problem in snapshot.problems() {
+            warn!(%problem, "unusable key object in token");
+        }
+        let snapshot = Arc::new(snapshot);
+        match self.current.write() {
+            Ok(mut guard) => *guard = Arc::clone(&snapshot),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&snapshot),
+        }
+        snapshot
+    }
+}
+
+/// Checks that the salt setting of every configured key fits its active
+/// version, so that an impossible salt fails at start and not at signing.
+pub fn salt_problems(snapshot: &Snapshot, policies: &BTreeMap<KeyName, KeyPolicy>) -> Vec<String> {
+    policies
+        .iter()
+        .filter_map(|(name, policy)| {
+            let active = snapshot.active(name)?;
+            active.salt_len.is_none().then(|| {
+                format!(
+                    "keys.{name}.salt: {} does not fit version {} (RSA-{}), whose maximum PSS \
+                     salt with SHA-256 is {} bytes",
+                    policy.salt,
+                    active.version,
+                    active.bits,
+                    SaltSetting::max_len(active.bits)
+                )
+            })
+        })
+        .collect()
+}
+
+/// The label prefix shared by every object that Hallmark writes.
+pub(crate) fn label_prefix() -> &'static str {
+    label::ANY_PREFIX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::modulus_bits;
+
+    #[test]
+    fn modulus_bits_counts_significant_bits() {
+        assert_eq!(modulus_bits(&[0x80, 0, 0]), 24);
+        assert_eq!(modulus_bits(&[0, 0x01, 0]), 9);
+        assert_eq!(modulus_bits(&[]), 0);
+    }
+}

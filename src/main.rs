@@ -1,0 +1,99 @@
+//! The `hallmark` binary: parse arguments, set up logging, load the
+//! configuration, and run the chosen command.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO, LogFormat};
+use hallmark::hsm::{self, Token};
+use hallmark::server::{self, Listeners};
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+
+    let config = match cli::load_config(&cli.command) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // SAFETY: no other thread exists yet. The runtime starts below, and the
+    // tracing subscriber does not spawn threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm::apply_module_env(&config.hsm.module_env)
+    };
+
+    match cli.command {
+        Command::Keys(command) => cli::run_keys(&command, &config),
+        Command::Serve(_) => serve(config),
+    }
+}
+
+fn serve(config: hallmark::config::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_IO);
+        }
+    };
+    runtime.block_on(async move {
+        let config = Arc::new(config);
+        let result = async {
+            let token = Arc::new(Token::open(&config.hsm)?);
+            let prepared = server::prepare(&config, token).await?;
+            let listeners = Listeners::bind(&config).await?;
+            server::run(Arc::clone(&config), prepared, listeners, shutdown_signal()).await
+        }
+        .await;
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                error!(%error, "hallmark stopped");
+                eprintln!("error: {error}");
+                ExitCode::from(cli::serve_exit_code(&error))
+            }
+        }
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(error) => {
+                error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

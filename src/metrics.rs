@@ -1,0 +1,186 @@
+//! Prometheus metrics, served in text format on a separate HTTP port.
+//!
+//! Label values come only from configured key names and gRPC code names,
+//! never from client input, so the number of series stays bounded.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::net::TcpListener;
+
+/// Histogram buckets in seconds, from 50 µs, because a fast key signs in
+/// well under a millisecond, up to 10 s for a slow network HSM.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 10.0,
+];
+
+/// The service's metrics and the registry that exposes them.
+pub struct Metrics {
+    registry: Registry,
+    /// `hallmark_sign_requests_total{key_name,code}`.
+    pub sign_requests: IntCounterVec,
+    /// `hallmark_sign_duration_seconds{key_name}`: time from request to
+    /// response inside the service.
+    pub sign_duration: HistogramVec,
+    /// `hallmark_hsm_sign_duration_seconds{key_name}`: time of the C_Sign
+    /// call, including the wait for a pooled session.
+    pub hsm_sign_duration: HistogramVec,
+    /// `hallmark_signature_self_check_failures_total{key_name}`.
+    pub self_check_failures: IntCounterVec,
+    /// `hallmark_token_ready`: 1 while the token is open and the default key
+    /// is found.
+    pub token_ready: IntGauge,
+    /// `hallmark_sessions{state}`: pooled sessions by `idle` and `in_use`.
+    pub sessions: IntGaugeVec,
+    /// `hallmark_key_versions{key_name,state}`: key versions in the token.
+    pub key_versions: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let sign_requests = IntCounterVec::new(
+            Opts::new(
+                "hallmark_sign_requests_total",
+                "Sign requests by key name and gRPC code.",
+            ),
+            &["key_name", "code"],
+        )?;
+        let sign_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hallmark_sign_duration_seconds",
+                "Time to answer a Sign request, from receipt to response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["key_name"],
+        )?;
+        let hsm_sign_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hallmark_hsm_sign_duration_seconds",
+                "Time spent in the token's C_Sign, including the wait for a session.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["key_name"],
+        )?;
+        let self_check_failures = IntCounterVec::new(
+            Opts::new(
+                "hallmark_signature_self_check_failures_total",
+                "Signatures from the token that failed verification and were discarded.",
+            ),
+            &["key_name"],
+        )?;
+        let token_ready = IntGauge::new(
+            "hallmark_token_ready",
+            "1 while the token is logged in and the default key is found, else 0.",
+        )?;
+        let sessions = IntGaugeVec::new(
+            Opts::new("hallmark_sessions", "Pooled PKCS#11 sessions by state."),
+            &["state"],
+        )?;
+        let key_versions = IntGaugeVec::new(
+            Opts::new(
+                "hallmark_key_versions",
+                "Key versions in the token by key name and state.",
+            ),
+            &["key_name", "state"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "hallmark_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        registry.register(Box::new(sign_requests.clone()))?;
+        registry.register(Box::new(sign_duration.clone()))?;
+        registry.register(Box::new(hsm_sign_duration.clone()))?;
+        registry.register(Box::new(self_check_failures.clone()))?;
+        registry.register(Box::new(token_ready.clone()))?;
+        registry.register(Box::new(sessions.clone()))?;
+        registry.register(Box::new(key_versions.clone()))?;
+        registry.register(Box::new(build_info))?;
+        Ok(Self {
+            registry,
+            sign_requests,
+            sign_duration,
+            hsm_sign_duration,
+            self_check_failures,
+            token_ready,
+            sessions,
+            key_versions,
+        })
+    }
+
+    /// Pre-creates the request counters of a key name with the codes that
+    /// most dashboards chart, so that rates start from zero.
+    pub fn register_key(&self, key_name: &str) {
+        for code in [
+            "OK",
+            "INVALID_ARGUMENT",
+            "FAILED_PRECONDITION",
+            "UNAVAILABLE",
+            "INTERNAL",
+        ] {
+            self.sign_requests.with_label_values(&[key_name, code]);
+        }
+        self.self_check_failures.with_label_values(&[key_name]);
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn encode(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    refresh: impl Fn() + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let refresh = Arc::new(refresh);
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = Arc::clone(&metrics);
+            let refresh = Arc::clone(&refresh);
+            async move {
+                refresh();
+                match metrics.encode() {
+                    Ok(text) => (
+                        StatusCode::OK,
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(error) => {
+                        tracing::error!(%error, "encoding metrics failed");
+                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                }
+            }
+        }),
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,397 @@
+//! The `serve` command: start-up, listeners, the key refresh loop and
+//! shutdown.
+//!
+//! Start-up is linear. The token is opened and its keys are read before any
+//! socket is bound, so a configuration or token problem ends the process
+//! with a clear message and nothing half-started. Health reports SERVING
+//! only once the default key's active version is found, and the refresh
+//! loop keeps that true as keys change in the token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenAddr};
+use crate::grpc::SignerApi;
+use crate::hsm::{HsmError, SessionPool, Token};
+use crate::keys::{KeyState, Signer, Snapshot, salt_problems};
+use crate::metrics::{self, Metrics};
+use crate::pb;
+use crate::pb::signer_service_server::SignerServiceServer;
+
+/// How often the token is re-read while the default key is missing.
+const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration does not fit the token's contents.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Config(Vec<String>),
+    /// The token could not be used.
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    /// A socket could not be bound or served.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Building the reflection service or the metrics failed.
+    #[error("start-up failed: {0}")]
+    Setup(String),
+}
+
+/// The gRPC listener, bound before serving starts.
+pub enum GrpcListener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix domain socket listener.
+    Unix(UnixListener),
+}
+
+/// Both listeners of the service.
+pub struct Listeners {
+    /// The gRPC listener.
+    pub grpc: GrpcListener,
+    /// The metrics listener.
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses from the configuration and logs each one,
+    /// with the real port where port 0 was requested.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let grpc = match &config.listen {
+            ListenAddr::Tcp(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("cannot listen on {addr}"),
+                        source,
+                    })?;
+                let bound = listener.local_addr().map_err(|source| ServeError::Io {
+                    context: "cannot read the bound gRPC address".into(),
+                    source,
+                })?;
+                info!(kind = "grpc", addr = %bound, "listening");
+                GrpcListener::Tcp(listener)
+            }
+            ListenAddr::Unix(path) => {
+                let listener = bind_unix(path).await?;
+                info!(kind = "grpc", addr = %config.listen, "listening");
+                GrpcListener::Unix(listener)
+            }
+        };
+        let metrics = TcpListener::bind(config.metrics_listen)
+            .await
+            .map_err(|source| ServeError::Io {
+                context: format!("cannot listen on {} for metrics", config.metrics_listen),
+                source,
+            })?;
+        let bound = metrics.local_addr().map_err(|source| ServeError::Io {
+            context: "cannot read the bound metrics address".into(),
+            source,
+        })?;
+        info!(kind = "metrics", addr = %bound, "listening");
+        Ok(Self { grpc, metrics })
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket file left by a crash but
+/// never one that another process still serves.
+async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(ServeError::Io {
+                context: format!("cannot listen on unix:{}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is serving this socket; stop it or choose another path",
+                ),
+            });
+        }
+        warn!(path = %path.display(), "removing stale socket file");
+        std::fs::remove_file(path).map_err(|source| ServeError::Io {
+            context: format!("cannot remove stale socket {}", path.display()),
+            source,
+        })?;
+    }
+    UnixListener::bind(path).map_err(|source| ServeError::Io {
+        context: format!("cannot listen on unix:{}", path.display()),
+        source,
+    })
+}
+
+/// The opened token with its pool and keys, ready to serve.
+pub struct Prepared {
+    signer: Arc<Signer>,
+    metrics: Arc<Metrics>,
+}
+
+/// Opens the pool on `token`, reads the keys, and checks that each
+/// configured salt fits its key.
+pub async fn prepare(config: &Config, token: Arc<Token>) -> Result<Prepared, ServeError> {
+    let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?);
+    for name in config.keys.keys() {
+        metrics.register_key(name.as_str());
+    }
+    let pool = SessionPool::open(token, config.hsm.sessions)?;
+    let signer = Arc::new(Signer::new(pool, config.keys.clone(), Arc::clone(&metrics)));
+    let snapshot = signer.refresh().await?;
+    let problems = salt_problems(&snapshot, &config.keys);
+    if !problems.is_empty() {
+        return Err(ServeError::Config(problems));
+    }
+    log_keys(config, &snapshot);
+    Ok(Prepared { signer, metrics })
+}
+
+fn log_keys(config: &Config, snapshot: &Snapshot) {
+    for name in config.keys.keys() {
+        match snapshot.active(name) {
+            Some(version) => info!(
+                key_name = %name,
+                version = version.version,
+                key_id = %version.key_id,
+                bits = version.bits,
+                "active key found"
+            ),
+            None => warn!(key_name = %name, "no active version in the token"),
+        }
+    }
+}
+
+/// Serves until `shutdown` completes.
+pub async fn run(
+    config: Arc<Config>,
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Prepared { signer, metrics } = prepared;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<SignerServiceServer<SignerApi>>()
+        .await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn(refresh_loop(
+        Arc::clone(&config),
+        Arc::clone(&signer),
+        Arc::clone(&metrics),
+        health.clone(),
+        stop_rx.clone(),
+    ));
+
+    let gauges = {
+        let signer = Arc::clone(&signer);
+        let metrics = Arc::clone(&metrics);
+        move || update_session_gauges(&signer, &metrics)
+    };
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_task = tokio::spawn(metrics::serve(
+        listeners.metrics,
+        Arc::clone(&metrics),
+        gauges,
+        async move {
+            let _ = metrics_stop.wait_for(|stopped| *stopped).await;
+        },
+    ));
+
+    let api = SignerApi::new(signer, Arc::clone(&config), metrics);
+    let signer_service = SignerServiceServer::new(api)
+        .max_decoding_message_size(config.max_request_bytes)
+        .max_encoding_message_size(1024 * 1024);
+    let reflection = if config.reflection {
+        Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| ServeError::Setup(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let router = Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_optional_service(reflection)
+        .add_service(signer_service);
+
+    let health_on_stop = health.clone();
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel();
+    let stopping = async move {
+        shutdown.await;
+        info!("shutting down");
+        health_on_stop
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health_on_stop
+            .set_not_serving::<SignerServiceServer<SignerApi>>()
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = draining_tx.send(());
+    };
+    // Graceful shutdown waits for every client to close its connection, and
+    // an idle HTTP/2 client may never do so. The drain deadline bounds it.
+    let drain_timeout = config.drain_timeout;
+    let drain_deadline = async move {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(drain_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    info!("serving");
+    let serving = async move {
+        match listeners.grpc {
+            GrpcListener::Tcp(listener) => {
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+                    .await
+            }
+            GrpcListener::Unix(listener) => {
+                router
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopping)
+                    .await
+            }
+        }
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = drain_deadline => {
+            warn!(timeout = ?drain_timeout, "drain deadline passed; closing remaining connections");
+            Ok(())
+        }
+    };
+    refresher.abort();
+    match metrics_task.await {
+        Ok(Err(error)) => warn!(%error, "metrics server failed"),
+        Err(error) => warn!(%error, "metrics task failed"),
+        Ok(Ok(())) => {}
+    }
+    if let ListenAddr::Unix(path) = &config.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    served?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Re-reads the token on an interval, updates health and key gauges, and
+/// retries quickly while the default key is missing.
+async fn refresh_loop(
+    config: Arc<Config>,
+    signer: Arc<Signer>,
+    metrics: Arc<Metrics>,
+    health: HealthReporter,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut first = true;
+    let mut was_ready = false;
+    loop {
+        let snapshot = if first {
+            Ok(signer.snapshot())
+        } else {
+            signer.refresh().await
+        };
+        first = false;
+        let ready = match &snapshot {
+            Ok(snapshot) => {
+                update_key_gauges(&config, snapshot, &metrics);
+                snapshot.active(&config.default_key).is_some()
+            }
+            Err(error) => {
+                warn!(%error, "re-reading keys from the token failed");
+                false
+            }
+        };
+        if ready != was_ready {
+            set_health(&health, ready).await;
+            metrics.token_ready.set(i64::from(ready));
+            if ready {
+                info!(key_name = %config.default_key, "default key found; serving");
+            } else {
+                warn!(key_name = %config.default_key, "default key has no active version; not serving");
+            }
+            was_ready = ready;
+        }
+        let wait = if ready {
+            config.refresh_interval
+        } else {
+            MISSING_KEY_RETRY
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, ready: bool) {
+    let status = if ready {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    if ready {
+        health.set_serving::<SignerServiceServer<SignerApi>>().await;
+    } else {
+        health
+            .set_not_serving::<SignerServiceServer<SignerApi>>()
+            .await;
+    }
+}
+
+fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
+    metrics.key_versions.reset();
+    for name in config.keys.keys() {
+        for state in [
+            KeyState::Next,
+            KeyState::Active,
+            KeyState::Retired,
+            KeyState::Revoked,
+        ] {
+            let count = snapshot
+                .versions()
+                .iter()
+                .filter(|v| &v.name == name && v.state == state)
+                .count();
+            metrics
+                .key_versions
+                .with_label_values(&[name.as_str(), state.as_str()])
+                .set(count as i64);
+        }
+    }
+}
+
+fn update_session_gauges(signer: &Signer, metrics: &Metrics) {
+    let pool = signer.pool();
+    let idle = pool.idle();
+    metrics
+        .sessions
+        .with_label_values(&["idle"])
+        .set(idle as i64);
+    metrics
+        .sessions
+        .with_label_values(&["in_use"])
+        .set(pool.size().saturating_sub(idle) as i64);
+}
