@@ -1,0 +1,270 @@
+//! Test harness: a real SoftHSM token per test, created by
+//! `softhsm/dev-token.sh` in a temporary directory, and a real `hallmark
+//! serve` process on a real socket.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hallmark::pb::signer_service_client::SignerServiceClient;
+use hyper_util::rt::TokioIo;
+use rsa::RsaPublicKey;
+use rsa::pkcs8::DecodePublicKey;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// The `hallmark` binary built for this test run.
+pub const HALLMARK: &str = env!("CARGO_BIN_EXE_hallmark");
+
+/// How long a server gets to report SERVING.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A throwaway token in its own directory.
+pub struct TestToken {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestToken {
+    /// Creates a token with a default key of `bits` bits and `salt` setting.
+    pub fn new(bits: u32, salt: &str) -> Self {
+        Self::create(&["--key-bits", &bits.to_string(), "--salt", salt])
+    }
+
+    /// Creates a token with configuration but no key.
+    pub fn without_key() -> Self {
+        Self::create(&["--no-key"])
+    }
+
+    fn create(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("softhsm/dev-token.sh");
+        let output = Command::new(script)
+            .args(args)
+            .arg(dir.path())
+            .env("HALLMARK_BIN", HALLMARK)
+            .output()
+            .expect("dev-token.sh runs");
+        assert!(
+            output.status.success(),
+            "dev-token.sh failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("hallmark.toml")
+    }
+
+    /// Appends TOML text to the configuration.
+    pub fn append_config(&self, text: &str) {
+        let path = self.config();
+        let mut config = std::fs::read_to_string(&path).expect("config readable");
+        config.push('\n');
+        config.push_str(text);
+        std::fs::write(path, config).expect("config writable");
+    }
+
+    /// Runs `hallmark` with `args` against this token's configuration.
+    pub fn hallmark(&self, args: &[&str]) -> std::process::Output {
+        Command::new(HALLMARK)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .output()
+            .expect("hallmark runs")
+    }
+}
+
+/// A running `hallmark serve` process, stopped by PID on drop.
+pub struct TestServer {
+    child: Child,
+    pub grpc_addr: String,
+    pub metrics_addr: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestServer {
+    /// Starts the server on loopback TCP with OS-chosen ports and waits
+    /// until both listeners are bound.
+    pub fn start(token: &TestToken) -> Self {
+        Self::start_with(token, "127.0.0.1:0", &[])
+    }
+
+    /// Starts the server with a `--listen` value and extra environment.
+    pub fn start_with(token: &TestToken, listen: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(HALLMARK)
+            .arg("serve")
+            .arg("--config")
+            .arg(token.config())
+            .args(["--listen", listen, "--metrics-listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("hallmark serve starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                log_writer.lock().expect("log lock").push(line);
+            }
+        });
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut grpc_addr = None;
+        let mut metrics_addr = None;
+        while grpc_addr.is_none() || metrics_addr.is_none() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(remaining).unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "server did not bind in time; log:\n{}",
+                    log.lock().expect("log").join("\n")
+                )
+            });
+            if line.contains("listening") {
+                let addr = field(&line, "addr=").expect("listening line has addr");
+                if line.contains("kind=\"grpc\"") {
+                    grpc_addr = Some(addr);
+                } else {
+                    metrics_addr = Some(addr);
+                }
+            }
+        }
+        Self {
+            child,
+            grpc_addr: grpc_addr.expect("set above"),
+            metrics_addr: metrics_addr.expect("set above"),
+            log,
+        }
+    }
+
+    /// A gRPC channel to the server, over TCP or a Unix socket.
+    pub async fn channel(&self) -> Channel {
+        match self.grpc_addr.strip_prefix("unix:") {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                Endpoint::from_static("http://localhost")
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let path = path.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(path).await?;
+                            Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+                    .expect("unix socket connects")
+            }
+            None => Endpoint::from_shared(format!("http://{}", self.grpc_addr))
+                .expect("valid uri")
+                .connect()
+                .await
+                .expect("tcp connects"),
+        }
+    }
+
+    pub async fn client(&self) -> SignerServiceClient<Channel> {
+        SignerServiceClient::new(self.channel().await)
+    }
+
+    /// The health status of `service` ("" for the whole server).
+    pub async fn health(&self, service: &str) -> ServingStatus {
+        let mut client = HealthClient::new(self.channel().await);
+        let response = client
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check answers");
+        ServingStatus::try_from(response.into_inner().status).expect("known status")
+    }
+
+    /// Waits until the server reports SERVING, or panics after `timeout`.
+    pub async fn wait_serving(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.health("").await != ServingStatus::Serving {
+            assert!(
+                Instant::now() < deadline,
+                "server not SERVING after {timeout:?}; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// GETs /metrics and returns the body.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.metrics_addr)
+            .await
+            .expect("metrics port connects");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request written");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .await
+            .expect("response read");
+        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_owned()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.child.wait().expect("server exits")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Extracts `name=value` from a log line, where the value ends at a space.
+fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(name)? + name.len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// Parses an SPKI DER public key with the `rsa` crate.
+pub fn public_key(der: &[u8]) -> RsaPublicKey {
+    RsaPublicKey::from_public_key_der(der).expect("valid SPKI")
+}
+
+/// Reads the value of one sample line from a Prometheus exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
