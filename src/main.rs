@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO, LogFormat};
-use hallmark::hsm::{self, Token};
+use hallmark::hsm::{self, HsmError, Token};
 use hallmark::server::{self, Listeners};
-use tracing::error;
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -48,8 +48,13 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let config = Arc::new(config);
+        info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
         let result = async {
-            let token = Arc::new(Token::open(&config.hsm)?);
+            let hsm_config = config.hsm.clone();
+            let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))
+                .await
+                .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+            let token = Arc::new(token);
             let prepared = server::prepare(&config, token).await?;
             let listeners = Listeners::bind(&config).await?;
             server::run(Arc::clone(&config), prepared, listeners, shutdown_signal()).await

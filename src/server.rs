@@ -148,7 +148,10 @@ pub async fn prepare(config: &Config, token: Arc<Token>) -> Result<Prepared, Ser
     for name in config.keys.keys() {
         metrics.register_key(name.as_str());
     }
-    let pool = SessionPool::open(token, config.hsm.sessions)?;
+    let sessions = config.hsm.sessions;
+    let pool = tokio::task::spawn_blocking(move || SessionPool::open(token, sessions))
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
     let signer = Arc::new(Signer::new(pool, config.keys.clone(), Arc::clone(&metrics)));
     let snapshot = signer.refresh().await?;
     let problems = salt_problems(&snapshot, &config.keys);

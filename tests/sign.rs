@@ -410,3 +410,29 @@ async fn second_instance_on_live_socket_fails() {
     );
     assert_eq!(server.health("").await, ServingStatus::Serving);
 }
+
+#[tokio::test]
+async fn salt_too_long_for_key_fails_start() {
+    let token = TestToken::new(2048, "digest");
+    // The configuration allows this salt for new 4096-bit versions, but the
+    // active version in the token is RSA-2048, whose maximum is 222 bytes.
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let config = config
+        .replace("bits = 2048", "bits = 4096")
+        .replace("salt = \"digest\"", "salt = 300");
+    std::fs::write(token.config(), config).expect("config written");
+
+    let output = token.hallmark(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("keys.default.salt: 300 does not fit version 1 (RSA-2048), whose maximum PSS salt with SHA-256 is 222 bytes"),
+        "{stderr}"
+    );
+}
