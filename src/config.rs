@@ -31,7 +31,7 @@ pub const ENV_TOKEN_LABEL: &str = "HALLMARK_TOKEN_LABEL";
 pub const ENV_TOKEN_SERIAL: &str = "HALLMARK_TOKEN_SERIAL";
 /// Environment variable that overrides `hsm.pin_file`.
 pub const ENV_PIN_FILE: &str = "HALLMARK_PIN_FILE";
-/// Environment variable that holds the user PIN itself. It takes precedence
+/// Environment variable that contains the user PIN itself. It takes precedence
 /// over any PIN file.
 pub const ENV_PIN: &str = "HALLMARK_PIN";
 /// Environment variable that overrides `hsm.sessions`.
@@ -93,7 +93,7 @@ impl fmt::Display for ListenAddr {
     }
 }
 
-/// How the token is chosen. Slot indices are deliberately not offered,
+/// The token selector. Slot indices are deliberately not offered,
 /// because they change when tokens are added or removed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenSelector {
@@ -143,7 +143,7 @@ impl Default for KeyPolicy {
 pub struct HsmConfig {
     /// Path of the PKCS#11 shared library.
     pub module: PathBuf,
-    /// Which token to use.
+    /// The token to use.
     pub token: TokenSelector,
     /// The user PIN.
     pub pin: Pin,

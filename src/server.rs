@@ -28,7 +28,7 @@ use crate::pb::signer_service_server::SignerServiceServer;
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
 
-/// Why the service could not start or stopped with an error.
+/// A failure that stopped the service or prevented its start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The configuration does not fit the token's contents.
@@ -40,7 +40,7 @@ pub enum ServeError {
     /// A socket could not be bound or served.
     #[error("{context}: {source}")]
     Io {
-        /// What was being done.
+        /// The operation that failed.
         context: String,
         /// The I/O error.
         #[source]

@@ -369,7 +369,7 @@ async fn unix_socket_serves() {
     assert_eq!(response.into_inner().request_id, "uds");
 
     // The wait runs off the test's runtime thread, so that the client's
-    // connection tasks can answer the server's GOAWAY and close.
+    // connection tasks can handle the server's GOAWAY and close.
     let started = std::time::Instant::now();
     let status = tokio::task::spawn_blocking(move || server.terminate())
         .await

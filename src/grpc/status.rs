@@ -9,7 +9,7 @@ use tracing::error;
 use crate::hsm::HsmError;
 use crate::keys::SignError;
 
-/// Maps a signing failure to the status a client sees:
+/// Maps a signing failure to the status returned to the client:
 ///
 /// | error | code |
 /// |---|---|

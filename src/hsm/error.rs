@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use cryptoki::error::{Error as CkError, RvError};
 
-/// A failure in the PKCS#11 layer. Each variant says whose fault it is, so
+/// A failure in the PKCS#11 layer. Each variant states whose fault it is, so
 /// that the gRPC edge and the command line can report it correctly.
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
@@ -66,13 +66,13 @@ pub enum HsmError {
     MalformedObject {
         /// The object's label.
         label: String,
-        /// What is wrong.
+        /// The defect found.
         reason: String,
     },
     /// A lookup found several objects where exactly one must exist.
     #[error("{count} objects match {what}; remove the duplicates")]
     Ambiguous {
-        /// What was looked up.
+        /// The object that was looked up.
         what: String,
         /// How many objects matched.
         count: usize,

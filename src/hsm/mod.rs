@@ -1,7 +1,7 @@
 //! The PKCS#11 layer: one module context per process, one login, and a pool
 //! of sessions for signing.
 //!
-//! This layer knows nothing of gRPC or of key lifecycle policy. It opens the
+//! This layer does not depend on gRPC or of key lifecycle policy. It opens the
 //! token, runs blocking PKCS#11 calls off the async runtime, and finds,
 //! creates and relabels key objects.
 
@@ -122,7 +122,7 @@ impl Token {
         opened.map_err(|e| HsmError::pkcs11("C_OpenSession", e))
     }
 
-    /// Runs `work` on the session that holds the login. Used for rare
+    /// Runs `work` on the session that keeps the login open. Used for rare
     /// administrative calls, never on the signing path.
     pub fn with_admin_session<T>(
         &self,

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! and a CKA_ID equal to the 32-byte RFC 7638 thumbprint of the public key.
-//! The token therefore holds everything needed to rebuild every key version,
+//! The token therefore contains everything needed to rebuild every key version,
 //! its state and its timestamps after a restart with an empty disk.
 //!
 //! Key generation first writes a pending label, `hallmark1-pending;...` with
@@ -45,7 +45,7 @@ pub struct KeyLabel {
     pub retired: Option<SystemTime>,
 }
 
-/// What a label with the Hallmark prefix turned out to be.
+/// The kind of object that a Hallmark label marks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Parsed {
     /// A complete key version.

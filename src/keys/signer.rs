@@ -18,10 +18,10 @@ use crate::config::KeyPolicy;
 use crate::hsm::{HsmError, SessionPool, objects};
 use crate::metrics::Metrics;
 
-/// Why a signature could not be produced.
+/// A failure to produce a checked signature.
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
-    /// The key name is configured but the token holds no active version.
+    /// The key name is configured but the token contains no active version.
     /// Operator error: the key has not been created.
     #[error(
         "key {name:?} has no active version in the token; create one with `hallmark keys create --name {name}`"
@@ -165,7 +165,7 @@ impl Signer {
     }
 }
 
-/// The raw RSASSA-PSS mechanism for a SHA-256 digest.
+/// Builds the raw RSASSA-PSS mechanism for a SHA-256 digest.
 fn pss_mechanism(s_len: Ulong) -> Mechanism<'static> {
     Mechanism::RsaPkcsPss(PkcsPssParams {
         hash_alg: MechanismType::SHA256,
