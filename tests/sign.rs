@@ -21,6 +21,7 @@ fn sign_request(digest: Vec<u8>, request_id: &str) -> SignRequest {
         hash_algorithm: pb::HashAlgorithm::Sha256 as i32,
         key_name: String::new(),
         request_id: request_id.into(),
+        signature_encoding: 0,
     }
 }
 

@@ -47,6 +47,7 @@ impl SignerApi {
             key: Some(key_version_message(&signed.key, false)),
             signed_at: Some(prost_types::Timestamp::from(signed.signed_at)),
             request_id: params.request_id.clone(),
+            signature_encoding: pb::SignatureEncoding::Unspecified as i32,
         })
     }
 }
@@ -135,10 +136,13 @@ pub fn key_version_message(version: &KeyVersion, with_public_key: bool) -> pb::K
             .unwrap_or(0),
         key_bits: version.bits,
         created_at: Some(version.created_at.into()),
+        activates_at: Some(version.created_at.into()),
         rotates_at: Some(version.rotates_at.into()),
         verify_until: Some(version.verify_until.into()),
         public_key_der: der,
         public_key_pem: pem,
+        previous_key_id: String::new(),
+        next_key_id: String::new(),
     }
 }
 

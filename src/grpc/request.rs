@@ -29,7 +29,7 @@ pub fn validate_sign(request: &pb::SignRequest, config: &Config) -> Result<SignP
     let request_id = validate_request_id(&request.request_id)?;
     match pb::HashAlgorithm::try_from(request.hash_algorithm) {
         Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha256) => {}
-        Err(_) => {
+        Ok(pb::HashAlgorithm::Sha384) | Err(_) => {
             return Err(Status::invalid_argument(format!(
                 "hash_algorithm {} is not supported; use HASH_ALGORITHM_SHA256",
                 request.hash_algorithm
@@ -104,6 +104,7 @@ mod tests {
             hash_algorithm: 0,
             key_name: key_name.into(),
             request_id: "req-1".into(),
+            signature_encoding: 0,
         }
     }
 

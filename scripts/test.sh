@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs Hallmark's whole test suite on this machine:
+#   1. Rust unit and integration tests; each integration test creates its
+#      own SoftHSM token and starts a real `hallmark serve`;
+#   2. Python interop tests, which check the service's signatures with
+#      Python `cryptography` and the `openssl` CLI.
+#
+# Installs what a fresh Debian machine lacks (SoftHSM2, OpenSSL, the Python
+# venv module) and creates the virtual environment in .venv.
+#
+# Usage: scripts/test.sh [extra pytest arguments]
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+echo "==> checking system packages"
+scripts/install-deps.sh
+
+echo "==> Rust tests"
+cargo build --locked --bin hallmark
+cargo test --locked --all-targets
+
+echo "==> Python interop tests"
+scripts/python-env.sh >/dev/null
+HALLMARK_BIN="$repo/target/debug/hallmark" "$repo/.venv/bin/python" -m pytest tests/interop "$@"
