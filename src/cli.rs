@@ -15,6 +15,8 @@ use crate::server::ServeError;
 pub const EXIT_CONFIG: u8 = 64;
 /// Exit code for an unavailable token (sysexits EX_UNAVAILABLE).
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// Exit code for a key ID that matches no version (sysexits EX_DATAERR).
+pub const EXIT_NOT_FOUND: u8 = 65;
 /// Exit code for a failure to bind or serve (sysexits EX_IOERR).
 pub const EXIT_IO: u8 = 74;
 
@@ -74,7 +76,8 @@ pub struct ServeArgs {
 /// Key management commands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Generate a new key version in the token and make it the one that signs.
+    /// Generate a new key version. It signs at once if the name has no
+    /// active version, and is published as NEXT otherwise.
     Create {
         #[command(flatten)]
         #[allow(missing_docs)]
@@ -95,6 +98,35 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run the rotation schedule once: publish NEXT versions that are due
+    /// and promote them when due. Suitable for a scheduled job.
+    Rotate {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArgs,
+        /// Rotate only this key name; defaults to every configured name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Make a new version sign now, whatever the schedule.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a key version. Verifiers must reject it from now on, and a
+    /// revoked active version is replaced at once.
+    Revoke {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArgs,
+        /// Key ID of the version to revoke, as `hallmark keys list` prints it.
+        key_id: String,
+    },
+    /// Destroy retired and revoked versions whose verify-until time has
+    /// passed, and remove interrupted key generations.
+    DestroyExpired {
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        config: ConfigArgs,
+    },
 }
 
 impl Command {
@@ -109,7 +141,11 @@ impl Command {
                 },
             ),
             Command::Keys(
-                KeysCommand::Create { config, .. } | KeysCommand::List { config, .. },
+                KeysCommand::Create { config, .. }
+                | KeysCommand::List { config, .. }
+                | KeysCommand::Rotate { config, .. }
+                | KeysCommand::Revoke { config, .. }
+                | KeysCommand::DestroyExpired { config },
             ) => (&config.config, Overrides::default()),
         }
     }
@@ -128,25 +164,82 @@ pub fn run_keys(command: &KeysCommand, config: &Config) -> ExitCode {
         Ok(token) => token,
         Err(error) => return report_hsm(&error),
     };
+    let now = SystemTime::now();
     match command {
         KeysCommand::Create { name, bits, .. } => {
             create(&token, config, name.as_deref(), bits.as_deref())
         }
         KeysCommand::List { json, .. } => list(&token, config, *json),
+        KeysCommand::Rotate { name, force, .. } => {
+            let policies = match name {
+                None => config.keys.clone(),
+                Some(name) => match configured(config, name) {
+                    Ok((name, policy)) => [(name, policy.clone())].into(),
+                    Err(code) => return code,
+                },
+            };
+            let mode = if *force {
+                keys::RotateMode::Force
+            } else {
+                keys::RotateMode::Scheduled
+            };
+            report_transitions(keys::rotate(&token, &policies, mode, now), "nothing is due")
+        }
+        KeysCommand::Revoke { key_id, .. } => report_transitions(
+            keys::revoke(&token, &config.keys, key_id, now),
+            "already revoked",
+        ),
+        KeysCommand::DestroyExpired { .. } => report_transitions(
+            keys::destroy_expired(&token, &config.keys, now),
+            "nothing has expired",
+        ),
+    }
+}
+
+/// Resolves a key name given on the command line to its configured policy.
+fn configured<'a>(
+    config: &'a Config,
+    name: &str,
+) -> Result<(KeyName, &'a crate::config::KeyPolicy), ExitCode> {
+    let name = KeyName::parse(name).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    match config.policy(&name) {
+        Some(policy) => Ok((name, policy)),
+        None => {
+            eprintln!("error: key {name:?} is not configured; add a [keys.{name}] table first");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// Prints one line per change, or `idle` when there was none.
+fn report_transitions(result: Result<Vec<keys::Transition>, HsmError>, idle: &str) -> ExitCode {
+    match result {
+        Ok(done) if done.is_empty() => {
+            println!("{idle}");
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            for transition in done {
+                println!("{transition}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error @ HsmError::NotFound { .. }) => {
+            eprintln!("error: {error}; `hallmark keys list` shows the key IDs");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Err(error) => report_hsm(&error),
     }
 }
 
 fn create(token: &Token, config: &Config, name: Option<&str>, bits: Option<&str>) -> ExitCode {
-    let name = match name.map(KeyName::parse).transpose() {
-        Ok(name) => name.unwrap_or_else(|| config.default_key.clone()),
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let Some(policy) = config.policy(&name) else {
-        eprintln!("error: key {name:?} is not configured; add a [keys.{name}] table first");
-        return ExitCode::from(EXIT_CONFIG);
+    let name = name.unwrap_or(config.default_key.as_str()).to_owned();
+    let (name, policy) = match configured(config, &name) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
     let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(policy.bits);
     if policy.salt.len_for(bits).is_none() {
@@ -156,15 +249,10 @@ fn create(token: &Token, config: &Config, name: Option<&str>, bits: Option<&str>
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    match keys::create_version(token, &name, bits, SystemTime::now()) {
-        Ok((version, key_id)) => {
-            println!(
-                "created key {name} version {version} (RSA-{bits}), key ID {key_id}; it is now active"
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => report_hsm(&error),
-    }
+    report_transitions(
+        keys::create_version(token, &name, policy, bits, SystemTime::now()),
+        "nothing created",
+    )
 }
 
 fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
@@ -174,12 +262,21 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
     };
     if !json {
         println!(
-            "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20}",
-            "NAME", "VERSION", "STATE", "KEY ID", "BITS", "CREATED", "ROTATES", "VERIFY UNTIL"
+            "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20} {:<20}",
+            "NAME",
+            "VERSION",
+            "STATE",
+            "KEY ID",
+            "BITS",
+            "CREATED",
+            "ACTIVATES",
+            "ROTATES",
+            "VERIFY UNTIL"
         );
     }
     for version in snapshot.versions() {
         let created = prost_types::Timestamp::from(version.created_at).to_string();
+        let activates = prost_types::Timestamp::from(version.activates_at).to_string();
         let rotates = prost_types::Timestamp::from(version.rotates_at).to_string();
         let until = prost_types::Timestamp::from(version.verify_until).to_string();
         if json {
@@ -191,19 +288,23 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
                 "bits": version.bits,
                 "pss_salt_length": version.salt_len,
                 "created_at": created,
+                "activates_at": activates,
+                "previous_key_id": version.previous_key_id,
+                "next_key_id": version.next_key_id,
                 "rotates_at": rotates,
                 "verify_until": until,
             });
             println!("{line}");
         } else {
             println!(
-                "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20}",
+                "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20} {:<20}",
                 version.name.as_str(),
                 version.version,
                 version.state.as_str(),
                 version.key_id,
                 version.bits,
                 created,
+                activates,
                 rotates,
                 until
             );

@@ -55,6 +55,12 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_KEY_BITS: u32 = 4096;
 /// Default signing period of one key version.
 pub const DEFAULT_ROTATION_PERIOD: Duration = Duration::from_secs(90 * 86_400);
+/// Default time that a NEXT version is published before it starts to sign,
+/// so that verifiers that cache key sets for up to a week know it in time.
+pub const DEFAULT_PREPUBLISH: Duration = Duration::from_secs(7 * 86_400);
+/// Default interval between checks of the rotation schedule, when the
+/// service rotates keys itself.
+pub const DEFAULT_ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Default time that verifiers keep accepting a version after it stops signing.
 pub const DEFAULT_VERIFY_GRACE: Duration = Duration::from_secs(30 * 86_400);
 /// Largest accepted session pool. A token rarely offers more parallelism.
@@ -123,6 +129,8 @@ pub struct KeyPolicy {
     pub salt: SaltSetting,
     /// How long a version signs before the next one takes over.
     pub rotation_period: Duration,
+    /// How long a NEXT version is published before it starts to sign.
+    pub prepublish: Duration,
     /// How long verifiers accept a version after it stops signing.
     pub verify_grace: Duration,
 }
@@ -133,6 +141,7 @@ impl Default for KeyPolicy {
             bits: DEFAULT_KEY_BITS,
             salt: SaltSetting::Digest,
             rotation_period: DEFAULT_ROTATION_PERIOD,
+            prepublish: DEFAULT_PREPUBLISH,
             verify_grace: DEFAULT_VERIFY_GRACE,
         }
     }
@@ -175,6 +184,12 @@ pub struct Config {
     pub refresh_interval: Duration,
     /// Policy of every configured key name. Requests may only use these names.
     pub keys: BTreeMap<KeyName, KeyPolicy>,
+    /// Whether this instance rotates keys on schedule. With several
+    /// instances on one token, enable it on one only, or rotate with
+    /// `hallmark keys rotate` from a scheduled job.
+    pub rotation_enabled: bool,
+    /// Interval between checks of the rotation schedule.
+    pub rotation_check_interval: Duration,
 }
 
 impl Config {
@@ -221,6 +236,15 @@ struct RawConfig {
     signing: RawSigning,
     #[serde(default)]
     keys: BTreeMap<String, RawKey>,
+    #[serde(default)]
+    rotation: RawRotation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    enabled: Option<bool>,
+    check_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -258,6 +282,7 @@ struct RawKey {
     bits: Option<u32>,
     salt: Option<toml::Value>,
     rotation_period: Option<String>,
+    prepublish: Option<String>,
     verify_grace: Option<String>,
 }
 
@@ -385,6 +410,14 @@ impl<'a> Builder<'a> {
                 .unwrap_or(DEFAULT_REFRESH_INTERVAL),
         };
 
+        let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
+        let rotation_check_interval = match raw.rotation.check_interval {
+            None => DEFAULT_ROTATION_CHECK_INTERVAL,
+            Some(text) => self
+                .duration("rotation.check_interval", &text)
+                .unwrap_or(DEFAULT_ROTATION_CHECK_INTERVAL),
+        };
+
         if !self.problems.is_empty() {
             return Err(self.problems);
         }
@@ -400,6 +433,8 @@ impl<'a> Builder<'a> {
                 default_key,
                 refresh_interval,
                 keys,
+                rotation_enabled,
+                rotation_check_interval,
             }),
             _ => Err(vec![
                 "internal error: a value failed without a message".into(),
@@ -567,6 +602,17 @@ impl<'a> Builder<'a> {
             if let Some(d) = self.duration(&format!("keys.{name}.rotation_period"), &text) {
                 policy.rotation_period = d;
             }
+        }
+        if let Some(text) = raw.prepublish {
+            if let Some(d) = self.duration(&format!("keys.{name}.prepublish"), &text) {
+                policy.prepublish = d;
+            }
+        }
+        if policy.prepublish >= policy.rotation_period {
+            self.problem(format!(
+                "keys.{name}.prepublish must be shorter than keys.{name}.rotation_period, \
+                 so that each version signs for a while before its successor is published"
+            ));
         }
         if let Some(text) = raw.verify_grace {
             if let Some(d) = self.duration(&format!("keys.{name}.verify_grace"), &text) {

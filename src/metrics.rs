@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -42,6 +42,15 @@ pub struct Metrics {
     pub sessions: IntGaugeVec,
     /// `hallmark_key_versions{key_name,state}`: key versions in the token.
     pub key_versions: IntGaugeVec,
+    /// `hallmark_key_age_seconds{key_name}`: age of the active version.
+    pub key_age: GaugeVec,
+    /// `hallmark_key_rotation_due_seconds{key_name}`: time until the active
+    /// version is due to rotate; negative when overdue.
+    pub key_rotation_due: GaugeVec,
+    /// `hallmark_key_rotations_total{key_name}`: versions that became active.
+    pub rotations: IntCounterVec,
+    /// `hallmark_key_revocations_total{key_name}`: versions that were revoked.
+    pub revocations: IntCounterVec,
 }
 
 impl Metrics {
@@ -93,6 +102,34 @@ impl Metrics {
             ),
             &["key_name", "state"],
         )?;
+        let key_age = GaugeVec::new(
+            Opts::new(
+                "hallmark_key_age_seconds",
+                "Age of the active key version, by key name.",
+            ),
+            &["key_name"],
+        )?;
+        let key_rotation_due = GaugeVec::new(
+            Opts::new(
+                "hallmark_key_rotation_due_seconds",
+                "Seconds until the active key version is due to rotate; negative when overdue.",
+            ),
+            &["key_name"],
+        )?;
+        let rotations = IntCounterVec::new(
+            Opts::new(
+                "hallmark_key_rotations_total",
+                "Key versions seen to become active, by key name.",
+            ),
+            &["key_name"],
+        )?;
+        let revocations = IntCounterVec::new(
+            Opts::new(
+                "hallmark_key_revocations_total",
+                "Key versions seen to be revoked, by key name.",
+            ),
+            &["key_name"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "hallmark_build_info",
@@ -111,6 +148,10 @@ impl Metrics {
         registry.register(Box::new(token_ready.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
         registry.register(Box::new(key_versions.clone()))?;
+        registry.register(Box::new(key_age.clone()))?;
+        registry.register(Box::new(key_rotation_due.clone()))?;
+        registry.register(Box::new(rotations.clone()))?;
+        registry.register(Box::new(revocations.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -121,6 +162,10 @@ impl Metrics {
             token_ready,
             sessions,
             key_versions,
+            key_age,
+            key_rotation_due,
+            rotations,
+            revocations,
         })
     }
 
@@ -137,6 +182,8 @@ impl Metrics {
             self.sign_requests.with_label_values(&[key_name, code]);
         }
         self.self_check_failures.with_label_values(&[key_name]);
+        self.rotations.with_label_values(&[key_name]);
+        self.revocations.with_label_values(&[key_name]);
     }
 
     /// Encodes every metric in the Prometheus text format.
@@ -147,39 +194,62 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves the admin HTTP endpoints on `listener` until `shutdown`
+/// completes: `GET /metrics` and `GET /.well-known/jwks.json`.
+///
+/// `refresh` runs before each scrape to update gauges that are cheaper to
+/// compute on demand, and `jwks` builds the key set document.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     refresh: impl Fn() + Send + Sync + 'static,
+    jwks: impl Fn() -> serde_json::Value + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresh = Arc::new(refresh);
-    let router = Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = Arc::clone(&metrics);
-            let refresh = Arc::clone(&refresh);
-            async move {
-                refresh();
-                match metrics.encode() {
-                    Ok(text) => (
-                        StatusCode::OK,
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        text,
-                    )
-                        .into_response(),
-                    Err(error) => {
-                        tracing::error!(%error, "encoding metrics failed");
-                        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    let jwks = Arc::new(jwks);
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                let refresh = Arc::clone(&refresh);
+                async move {
+                    refresh();
+                    match metrics.encode() {
+                        Ok(text) => (
+                            StatusCode::OK,
+                            [(
+                                header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                            .into_response(),
+                        Err(error) => {
+                            tracing::error!(%error, "encoding metrics failed");
+                            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                        }
                     }
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let jwks = Arc::clone(&jwks);
+                async move {
+                    (
+                        StatusCode::OK,
+                        [
+                            (header::CONTENT_TYPE, "application/jwk-set+json"),
+                            (header::CACHE_CONTROL, "max-age=60"),
+                        ],
+                        jwks().to_string(),
+                    )
+                }
+            }),
+        );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

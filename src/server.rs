@@ -8,7 +8,7 @@
 //! loop keeps that true as keys change in the token.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::config::{Config, ListenAddr};
 use crate::grpc::SignerApi;
 use crate::hsm::{HsmError, SessionPool, Token};
-use crate::keys::{KeyState, Signer, Snapshot, salt_problems};
+use crate::keys::{self, KeyState, RotateMode, Signer, Snapshot, salt_problems};
 use crate::metrics::{self, Metrics};
 use crate::pb;
 use crate::pb::signer_service_server::SignerServiceServer;
@@ -153,6 +153,11 @@ pub async fn prepare(config: &Config, token: Arc<Token>) -> Result<Prepared, Ser
         .await
         .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
     let signer = Arc::new(Signer::new(pool, config.keys.clone(), Arc::clone(&metrics)));
+    if config.rotation_enabled {
+        // The rotator completes or cleans up whatever an interrupted run left
+        // in the token before anything signs.
+        run_rotation(config, &signer).await?;
+    }
     let snapshot = signer.refresh().await?;
     let problems = salt_problems(&snapshot, &config.keys);
     if !problems.is_empty() {
@@ -207,11 +212,23 @@ pub async fn run(
         let metrics = Arc::clone(&metrics);
         move || update_session_gauges(&signer, &metrics)
     };
+    let jwks = {
+        let signer = Arc::clone(&signer);
+        move || keys::jwks::document(&signer.snapshot(), SystemTime::now())
+    };
+    if config.rotation_enabled {
+        tokio::spawn(rotation_loop(
+            Arc::clone(&config),
+            Arc::clone(&signer),
+            stop_rx.clone(),
+        ));
+    }
     let mut metrics_stop = stop_rx.clone();
     let metrics_task = tokio::spawn(metrics::serve(
         listeners.metrics,
         Arc::clone(&metrics),
         gauges,
+        jwks,
         async move {
             let _ = metrics_stop.wait_for(|stopped| *stopped).await;
         },
@@ -364,8 +381,57 @@ async fn set_health(health: &HealthReporter, ready: bool) {
     }
 }
 
+/// Runs the rotation schedule and destroys expired versions, once.
+async fn run_rotation(config: &Config, signer: &Signer) -> Result<(), HsmError> {
+    let token = Arc::clone(signer.pool().token());
+    let policies = config.keys.clone();
+    tokio::task::spawn_blocking(move || {
+        let now = SystemTime::now();
+        keys::rotate(&token, &policies, RotateMode::Scheduled, now)?;
+        keys::destroy_expired(&token, &policies, now)
+    })
+    .await
+    .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+    Ok(())
+}
+
+/// Checks the rotation schedule on an interval and re-reads the token after
+/// each check, so that this instance signs with the new version at once.
+async fn rotation_loop(
+    config: Arc<Config>,
+    signer: Arc<Signer>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(config.rotation_check_interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if let Err(error) = run_rotation(&config, &signer).await {
+            warn!(%error, "scheduled key rotation failed; retrying at the next check");
+            continue;
+        }
+        if let Err(error) = signer.refresh().await {
+            warn!(%error, "re-reading keys after rotation failed");
+        }
+    }
+}
+
 fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
     metrics.key_versions.reset();
+    let now = SystemTime::now();
+    for name in config.keys.keys() {
+        if let Some(active) = snapshot.active(name) {
+            metrics
+                .key_age
+                .with_label_values(&[name.as_str()])
+                .set(signed_seconds(active.created_at, now));
+            metrics
+                .key_rotation_due
+                .with_label_values(&[name.as_str()])
+                .set(-signed_seconds(active.rotates_at, now));
+        }
+    }
     for name in config.keys.keys() {
         for state in [
             KeyState::Next,
@@ -383,6 +449,14 @@ fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
                 .with_label_values(&[name.as_str(), state.as_str()])
                 .set(count as i64);
         }
+    }
+}
+
+/// Returns `now - then` in seconds, negative when `then` is in the future.
+fn signed_seconds(then: SystemTime, now: SystemTime) -> f64 {
+    match now.duration_since(then) {
+        Ok(elapsed) => elapsed.as_secs_f64(),
+        Err(ahead) => -ahead.duration().as_secs_f64(),
     }
 }
 

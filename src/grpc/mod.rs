@@ -136,13 +136,13 @@ pub fn key_version_message(version: &KeyVersion, with_public_key: bool) -> pb::K
             .unwrap_or(0),
         key_bits: version.bits,
         created_at: Some(version.created_at.into()),
-        activates_at: Some(version.created_at.into()),
+        activates_at: Some(version.activates_at.into()),
         rotates_at: Some(version.rotates_at.into()),
         verify_until: Some(version.verify_until.into()),
         public_key_der: der,
         public_key_pem: pem,
-        previous_key_id: String::new(),
-        next_key_id: String::new(),
+        previous_key_id: version.previous_key_id.clone().unwrap_or_default(),
+        next_key_id: version.next_key_id.clone().unwrap_or_default(),
     }
 }
 

@@ -19,9 +19,9 @@ use crate::keys::SignError;
 impl From<SignError> for Status {
     fn from(error: SignError) -> Self {
         match &error {
-            SignError::NoActiveVersion { .. } | SignError::SaltDoesNotFit { .. } => {
-                Status::failed_precondition(error.to_string())
-            }
+            SignError::NoActiveVersion { .. }
+            | SignError::SaltDoesNotFit { .. }
+            | SignError::Conflict { .. } => Status::failed_precondition(error.to_string()),
             SignError::SelfCheckFailed { .. } => {
                 Status::internal("the token produced an invalid signature; it was discarded")
             }
@@ -29,7 +29,7 @@ impl From<SignError> for Status {
                 error!(error = %hsm, "signing failed in the token");
                 if hsm.is_token_unavailable() {
                     Status::unavailable("the signing token is unavailable; retry later")
-                } else if let HsmError::Ambiguous { .. } = hsm {
+                } else if let HsmError::Ambiguous { .. } | HsmError::NotFound { .. } = hsm {
                     Status::failed_precondition(hsm.to_string())
                 } else {
                     Status::internal("signing failed in the token")

@@ -69,6 +69,12 @@ pub enum HsmError {
         /// The defect found.
         reason: String,
     },
+    /// A lookup found no object where one must exist.
+    #[error("no {what} in the token")]
+    NotFound {
+        /// The object that was looked up.
+        what: String,
+    },
     /// A lookup found several objects where exactly one must exist.
     #[error("{count} objects match {what}; remove the duplicates")]
     Ambiguous {

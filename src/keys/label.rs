@@ -4,7 +4,7 @@
 //! the form
 //!
 //! ```text
-//! hallmark1;name=<key name>;version=<n>;state=<state>;created=<unix seconds>[;retired=<unix seconds>]
+//! hallmark1;name=<key name>;version=<n>;state=<state>;created=<unix seconds>[;activates=<unix seconds>][;retired=<unix seconds>][;revoked=<unix seconds>]
 //! ```
 //!
 //! and a CKA_ID equal to the 32-byte RFC 7638 thumbprint of the public key.
@@ -41,8 +41,13 @@ pub struct KeyLabel {
     pub state: KeyState,
     /// Generation time, whole seconds.
     pub created: SystemTime,
+    /// When the version starts, or started, to sign. Labels written before
+    /// this field existed lack it, and then the creation time applies.
+    pub activates: Option<SystemTime>,
     /// When the version stopped signing, for retired versions.
     pub retired: Option<SystemTime>,
+    /// When the version was revoked.
+    pub revoked: Option<SystemTime>,
 }
 
 /// The kind of object that a Hallmark label marks.
@@ -73,8 +78,14 @@ impl KeyLabel {
             self.state.as_str(),
             unix_seconds(self.created)
         );
-        if let Some(retired) = self.retired {
-            text.push_str(&format!(";retired={}", unix_seconds(retired)));
+        for (key, time) in [
+            ("activates", self.activates),
+            ("retired", self.retired),
+            ("revoked", self.revoked),
+        ] {
+            if let Some(time) = time {
+                text.push_str(&format!(";{key}={}", unix_seconds(time)));
+            }
         }
         text
     }
@@ -94,7 +105,9 @@ impl KeyLabel {
         let mut version = None;
         let mut state = None;
         let mut created = None;
+        let mut activates = None;
         let mut retired = None;
+        let mut revoked = None;
         for field in fields.split(';') {
             let (key, value) = field
                 .split_once('=')
@@ -108,7 +121,9 @@ impl KeyLabel {
                     )
                 }
                 "created" => created = Some(parse_time(key, value)?),
+                "activates" => activates = Some(parse_time(key, value)?),
                 "retired" => retired = Some(parse_time(key, value)?),
+                "revoked" => revoked = Some(parse_time(key, value)?),
                 _ => {}
             }
         }
@@ -120,7 +135,9 @@ impl KeyLabel {
                 .ok_or_else(|| missing("version (a number from 1)"))?,
             state: state.ok_or_else(|| missing("state"))?,
             created: created.ok_or_else(|| missing("created"))?,
+            activates,
             retired,
+            revoked,
         };
         Ok(Some(if pending {
             Parsed::Pending(label)
@@ -162,7 +179,9 @@ mod tests {
             version: 3,
             state: KeyState::Retired,
             created: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
+            activates: Some(UNIX_EPOCH + Duration::from_secs(1_765_000_100)),
             retired: Some(UNIX_EPOCH + Duration::from_secs(1_765_086_400)),
+            revoked: None,
         }
     }
 
@@ -172,7 +191,8 @@ mod tests {
         let text = label.encode();
         assert_eq!(
             text,
-            "hallmark1;name=default;version=3;state=retired;created=1765000000;retired=1765086400"
+            "hallmark1;name=default;version=3;state=retired;created=1765000000;\
+             activates=1765000100;retired=1765086400"
         );
         assert_eq!(
             KeyLabel::parse(&text),

@@ -4,8 +4,9 @@
 //! chooses the version that signs, and checks every signature against the
 //! public key before it leaves the service.
 
-mod admin;
+pub mod jwks;
 pub mod label;
+mod lifecycle;
 mod ring;
 mod signer;
 
@@ -15,8 +16,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
 
-pub use admin::{create_version, list_versions};
-pub use ring::{KeyRing, KeyVersion, Snapshot, salt_problems};
+pub use lifecycle::{
+    RotateMode, Transition, create_version, destroy_expired, list_versions, revoke, rotate,
+};
+pub use ring::{KeyRing, KeyVersion, Snapshot, Timeline, salt_problems, timeline};
 pub use signer::{SignError, Signed, Signer};
 
 /// Length in bytes of a SHA-256 digest.

@@ -32,6 +32,8 @@ pub struct KeyVersion {
     pub salt_len: Option<usize>,
     /// Generation time.
     pub created_at: SystemTime,
+    /// When the version starts, or started, to sign.
+    pub activates_at: SystemTime,
     /// When signing moves to the next version.
     pub rotates_at: SystemTime,
     /// When verifiers should stop accepting this version.
@@ -42,8 +44,46 @@ pub struct KeyVersion {
     pub spki_der: Vec<u8>,
     /// PEM-encoded SubjectPublicKeyInfo.
     pub spki_pem: String,
+    /// Key ID of the previous version of the same name, if still present.
+    pub previous_key_id: Option<String>,
+    /// Key ID of the next version of the same name, if present.
+    pub next_key_id: Option<String>,
     /// Handle of the private key in the token.
     pub(crate) private: ObjectHandle,
+}
+
+/// The times that follow from a version's label and its name's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeline {
+    /// When the version starts, or started, to sign.
+    pub activates_at: SystemTime,
+    /// When signing moves, or moved, to the next version.
+    pub rotates_at: SystemTime,
+    /// When verifiers stop accepting the version. A REVOKED version stays
+    /// listed until then, so that verifiers learn of the revocation, but is
+    /// never accepted.
+    pub verify_until: SystemTime,
+}
+
+/// Computes a version's timeline:
+///
+/// - NEXT and ACTIVE rotate `rotation_period` after activation;
+/// - RETIRED rotated when it was retired;
+/// - REVOKED rotated when it was retired or, if it never was, revoked;
+/// - every version stays published `verify_grace` after it rotates.
+pub fn timeline(label: &KeyLabel, policy: &KeyPolicy) -> Timeline {
+    let activates_at = label.activates.unwrap_or(label.created);
+    let scheduled = activates_at + policy.rotation_period;
+    let rotates_at = match label.state {
+        KeyState::Next | KeyState::Active => scheduled,
+        KeyState::Retired => label.retired.unwrap_or(scheduled),
+        KeyState::Revoked => label.retired.or(label.revoked).unwrap_or(scheduled),
+    };
+    Timeline {
+        activates_at,
+        rotates_at,
+        verify_until: rotates_at + policy.verify_grace,
+    }
 }
 
 /// All key versions found in one read of the token.
@@ -55,6 +95,8 @@ pub struct Snapshot {
     active: BTreeMap<KeyName, Vec<Arc<KeyVersion>>>,
     /// Objects that carry the Hallmark prefix but could not be used.
     problems: Vec<String>,
+    /// Names with two objects for one version, which must not sign.
+    conflicts: BTreeMap<KeyName, String>,
 }
 
 impl Snapshot {
@@ -70,6 +112,16 @@ impl Snapshot {
         snapshot
             .versions
             .sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        snapshot.link_neighbours();
+        for pair in snapshot.versions.windows(2) {
+            if pair[0].name == pair[1].name && pair[0].version == pair[1].version {
+                let problem = format!(
+                    "key {} has two objects for version {}; remove one",
+                    pair[0].name, pair[0].version
+                );
+                snapshot.conflicts.insert(pair[0].name.clone(), problem);
+            }
+        }
         for version in snapshot.versions.iter().rev() {
             if version.state == KeyState::Active {
                 let entry = snapshot.active.entry(version.name.clone()).or_default();
@@ -77,6 +129,40 @@ impl Snapshot {
             }
         }
         snapshot
+    }
+
+    /// Fills in each version's previous and next key IDs.
+    fn link_neighbours(&mut self) {
+        let ids: Vec<(KeyName, String)> = self
+            .versions
+            .iter()
+            .map(|v| (v.name.clone(), v.key_id.clone()))
+            .collect();
+        for (index, version) in self.versions.iter_mut().enumerate() {
+            let Some(version) = Arc::get_mut(version) else {
+                continue;
+            };
+            let same_name = |other: &(KeyName, String)| other.0 == version.name;
+            version.previous_key_id = index
+                .checked_sub(1)
+                .and_then(|i| ids.get(i))
+                .filter(|o| same_name(o))
+                .map(|o| o.1.clone());
+            version.next_key_id = ids
+                .get(index + 1)
+                .filter(|o| same_name(o))
+                .map(|o| o.1.clone());
+        }
+    }
+
+    /// Returns the conflict that stops `name` from signing, if any.
+    pub fn conflict(&self, name: &KeyName) -> Option<&str> {
+        self.conflicts.get(name).map(String::as_str)
+    }
+
+    /// Returns the version with `key_id`, if present.
+    pub fn by_key_id(&self, key_id: &str) -> Option<&Arc<KeyVersion>> {
+        self.versions.iter().find(|v| v.key_id == key_id)
     }
 
     /// Every complete key version, ordered by name and then version.
@@ -145,17 +231,17 @@ fn version_from_pair(
     let default_policy = KeyPolicy::default();
     let policy = policies.get(&label.name).unwrap_or(&default_policy);
     let bits = modulus_bits(&pair.modulus);
-    let rotates_at = match (label.state, label.retired) {
-        (KeyState::Retired | KeyState::Revoked, Some(retired)) => retired,
-        _ => label.created + policy.rotation_period,
-    };
+    let times = timeline(&label, policy);
     Ok(KeyVersion {
         key_id: key_id_text(&thumbprint),
         salt_len: policy.salt.len_for(bits),
         bits,
         created_at: label.created,
-        rotates_at,
-        verify_until: rotates_at + policy.verify_grace,
+        activates_at: times.activates_at,
+        rotates_at: times.rotates_at,
+        verify_until: times.verify_until,
+        previous_key_id: None,
+        next_key_id: None,
         public_key,
         spki_der,
         spki_pem,

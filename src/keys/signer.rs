@@ -10,10 +10,13 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::types::Ulong;
 use rsa::Pss;
 use sha2::Sha256;
-use tracing::error;
+use tracing::{error, warn};
 
 use super::ring::{KeyRing, KeyVersion, Snapshot, label_prefix};
-use super::{KeyName, SHA256_LEN};
+use super::{KeyName, KeyState, SHA256_LEN};
+
+/// Shortest interval between two token re-reads caused by failed lookups.
+pub const MIN_LOOKUP_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::config::KeyPolicy;
 use crate::hsm::{HsmError, SessionPool, objects};
 use crate::metrics::Metrics;
@@ -29,6 +32,13 @@ pub enum SignError {
     NoActiveVersion {
         /// The key name.
         name: KeyName,
+    },
+    /// The token holds conflicting objects for the key name, so choosing one
+    /// would be a guess. Operator error: remove the duplicate.
+    #[error("{problem}")]
+    Conflict {
+        /// The conflict found.
+        problem: String,
     },
     /// The configured salt does not fit the active version's modulus.
     #[error("the salt configured for key {name:?} does not fit version {version}")]
@@ -65,6 +75,9 @@ pub struct Signed {
 pub struct Signer {
     pool: Arc<SessionPool>,
     ring: KeyRing,
+    /// Serializes refreshes and records when the last one finished, so that
+    /// a burst of failed lookups triggers one re-read, not one per request.
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
     policies: BTreeMap<KeyName, KeyPolicy>,
     metrics: Arc<Metrics>,
 }
@@ -79,6 +92,7 @@ impl Signer {
         Self {
             pool,
             ring: KeyRing::default(),
+            last_refresh: tokio::sync::Mutex::new(None),
             policies,
             metrics,
         }
@@ -96,11 +110,72 @@ impl Signer {
 
     /// Re-reads every key object from the token.
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, HsmError> {
+        let mut last = self.last_refresh.lock().await;
+        let snapshot = self.read_token().await?;
+        *last = Some(Instant::now());
+        Ok(snapshot)
+    }
+
+    async fn read_token(&self) -> Result<Arc<Snapshot>, HsmError> {
         let pairs = self
             .pool
             .run(|session| objects::list_rsa_pairs(session, label_prefix()))
             .await?;
-        Ok(self.ring.replace(Snapshot::build(pairs, &self.policies)))
+        let snapshot = Snapshot::build(pairs, &self.policies);
+        let previous = self.ring.snapshot();
+        self.count_transitions(&previous, &snapshot);
+        Ok(self.ring.replace(snapshot))
+    }
+
+    /// Re-reads the token after a failed lookup, unless another request did
+    /// so within [`MIN_LOOKUP_REFRESH_INTERVAL`].
+    async fn refresh_after_miss(&self) -> Arc<Snapshot> {
+        let mut last = self.last_refresh.lock().await;
+        let recent = last.is_some_and(|at| at.elapsed() < MIN_LOOKUP_REFRESH_INTERVAL);
+        if !recent {
+            match self.read_token().await {
+                Ok(_) => *last = Some(Instant::now()),
+                Err(error) => warn!(%error, "re-reading keys after a failed lookup failed"),
+            }
+        }
+        self.ring.snapshot()
+    }
+
+    /// Counts rotations and revocations between two reads of the token, so
+    /// that every instance counts them, whichever process made them.
+    fn count_transitions(&self, before: &Snapshot, after: &Snapshot) {
+        for version in after.versions() {
+            let name = version.name.as_str();
+            let earlier = before.by_key_id(&version.key_id).map(|v| v.state);
+            if version.state == KeyState::Active
+                && earlier.is_some_and(|state| state != KeyState::Active)
+            {
+                self.metrics.rotations.with_label_values(&[name]).inc();
+            }
+            if version.state == KeyState::Revoked
+                && earlier.is_some_and(|state| state != KeyState::Revoked)
+            {
+                self.metrics.revocations.with_label_values(&[name]).inc();
+            }
+        }
+    }
+
+    /// Returns the version that signs for `name`, re-reading the token once
+    /// if the current snapshot has none.
+    async fn active_version(&self, name: &KeyName) -> Result<Arc<KeyVersion>, SignError> {
+        let mut snapshot = self.ring.snapshot();
+        if snapshot.active(name).is_none() {
+            snapshot = self.refresh_after_miss().await;
+        }
+        if let Some(problem) = snapshot.conflict(name) {
+            return Err(SignError::Conflict {
+                problem: problem.to_owned(),
+            });
+        }
+        snapshot
+            .active(name)
+            .cloned()
+            .ok_or_else(|| SignError::NoActiveVersion { name: name.clone() })
     }
 
     /// Signs a SHA-256 digest with the active version of `name`.
@@ -115,11 +190,7 @@ impl Signer {
         name: &KeyName,
         digest: [u8; SHA256_LEN],
     ) -> Result<Signed, SignError> {
-        let snapshot = self.ring.snapshot();
-        let key = snapshot
-            .active(name)
-            .ok_or_else(|| SignError::NoActiveVersion { name: name.clone() })?;
-        let key = Arc::clone(key);
+        let key = self.active_version(name).await?;
         let salt_len = key.salt_len.ok_or_else(|| SignError::SaltDoesNotFit {
             name: name.clone(),
             version: key.version,

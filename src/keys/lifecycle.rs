@@ -1,0 +1,617 @@
+//! Key lifecycle in the token: creation, scheduled rotation, revocation and
+//! destruction, plus repair of what an interrupted run left behind.
+//!
+//! Every change is a relabel or a destroy of token objects, so the token
+//! alone records the lifecycle. Each step leaves a state that the next run
+//! completes:
+//!
+//! - a pending label (generation interrupted) is destroyed and reported;
+//! - two ACTIVE versions (promotion interrupted) are resolved by retiring
+//!   all but the newest, which is also the one that signs meanwhile;
+//! - a name without an ACTIVE version gets its NEXT version promoted, or a
+//!   new version if it has none.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cryptoki::session::Session;
+use cryptoki::types::Date;
+use tracing::{info, warn};
+
+use super::label::{KeyLabel, Parsed, unix_seconds};
+use super::ring::{Snapshot, label_prefix, timeline};
+use super::{KeyName, KeyState, key_id_text, rsa_thumbprint};
+use crate::config::KeyPolicy;
+use crate::hsm::objects::{self, RsaKeyPair};
+use crate::hsm::{HsmError, Token};
+
+/// One change made to the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// A new version was generated.
+    Created {
+        /// Key name.
+        name: KeyName,
+        /// New version number.
+        version: u32,
+        /// Key ID of the new version.
+        key_id: String,
+        /// State it was created in: NEXT or ACTIVE.
+        state: KeyState,
+    },
+    /// A version started to sign.
+    Activated {
+        /// Key name.
+        name: KeyName,
+        /// Version number.
+        version: u32,
+        /// Key ID.
+        key_id: String,
+    },
+    /// A version stopped signing.
+    Retired {
+        /// Key name.
+        name: KeyName,
+        /// Version number.
+        version: u32,
+        /// Key ID.
+        key_id: String,
+    },
+    /// A version was revoked.
+    Revoked {
+        /// Key name.
+        name: KeyName,
+        /// Version number.
+        version: u32,
+        /// Key ID.
+        key_id: String,
+    },
+    /// A version past its verify-until time was removed from the token.
+    Destroyed {
+        /// Key name.
+        name: KeyName,
+        /// Version number.
+        version: u32,
+        /// Key ID.
+        key_id: String,
+    },
+    /// An interrupted key generation was removed from the token.
+    RemovedIncomplete {
+        /// The pending label of the removed pair.
+        label: String,
+    },
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Created {
+                name,
+                version,
+                key_id,
+                state,
+            } => write!(
+                f,
+                "created {name} version {version} ({key_id}) as {}",
+                state.as_str()
+            ),
+            Self::Activated {
+                name,
+                version,
+                key_id,
+            } => write!(f, "activated {name} version {version} ({key_id})"),
+            Self::Retired {
+                name,
+                version,
+                key_id,
+            } => write!(f, "retired {name} version {version} ({key_id})"),
+            Self::Revoked {
+                name,
+                version,
+                key_id,
+            } => write!(f, "revoked {name} version {version} ({key_id})"),
+            Self::Destroyed {
+                name,
+                version,
+                key_id,
+            } => write!(f, "destroyed {name} version {version} ({key_id})"),
+            Self::RemovedIncomplete { label } => {
+                write!(f, "removed incomplete key generation {label:?}")
+            }
+        }
+    }
+}
+
+/// How `rotate` treats the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotateMode {
+    /// Publish and promote only when the schedule says so.
+    Scheduled,
+    /// Promote a new version now, whatever the schedule. For a suspected
+    /// compromise or a test; the new version is not pre-published.
+    Force,
+}
+
+/// A Hallmark key pair in the token with its parsed label.
+struct Entry {
+    pair: RsaKeyPair,
+    label: KeyLabel,
+    key_id: String,
+}
+
+impl Entry {
+    fn transition(&self, make: fn(KeyName, u32, String) -> Transition) -> Transition {
+        make(
+            self.label.name.clone(),
+            self.label.version,
+            self.key_id.clone(),
+        )
+    }
+}
+
+/// Everything that the token holds for Hallmark, read in one pass.
+struct TokenState {
+    entries: Vec<Entry>,
+    pending: Vec<RsaKeyPair>,
+}
+
+impl TokenState {
+    fn read(session: &Session) -> Result<Self, HsmError> {
+        let mut entries = Vec::new();
+        let mut pending = Vec::new();
+        for pair in objects::list_rsa_pairs(session, label_prefix())? {
+            match KeyLabel::parse(&pair.label) {
+                Ok(Some(Parsed::Complete(label))) => {
+                    let key_id = key_id_text(&rsa_thumbprint(&pair.modulus, &pair.exponent));
+                    entries.push(Entry {
+                        pair,
+                        label,
+                        key_id,
+                    });
+                }
+                Ok(Some(Parsed::Pending(_))) => pending.push(pair),
+                Ok(None) | Err(_) => {}
+            }
+        }
+        entries.sort_by_key(|e| (e.label.name.clone(), e.label.version));
+        Ok(Self { entries, pending })
+    }
+
+    fn of_name<'a>(&'a self, name: &'a KeyName) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries.iter().filter(move |e| &e.label.name == name)
+    }
+
+    fn highest_version(&self, name: &KeyName) -> u32 {
+        let complete = self.of_name(name).map(|e| e.label.version);
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|pair| match KeyLabel::parse(&pair.label) {
+                Ok(Some(Parsed::Pending(label))) if &label.name == name => Some(label.version),
+                _ => None,
+            });
+        complete.chain(pending).max().unwrap_or(0)
+    }
+}
+
+/// Truncates a time to whole seconds, the precision of labels.
+fn whole_seconds(time: SystemTime) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(unix_seconds(time))
+}
+
+/// Creates a new version of `name`. Without an ACTIVE version the new one
+/// becomes ACTIVE at once. Otherwise it is published as NEXT, scheduled to
+/// take over when the active version is due to rotate.
+pub fn create_version(
+    token: &Token,
+    name: &KeyName,
+    policy: &KeyPolicy,
+    bits: u32,
+    now: SystemTime,
+) -> Result<Vec<Transition>, HsmError> {
+    let now = whole_seconds(now);
+    token.with_admin_session(|session| {
+        let state = TokenState::read(session)?;
+        let active = state
+            .of_name(name)
+            .filter(|e| e.label.state == KeyState::Active)
+            .last();
+        let activates = match active {
+            None => now,
+            Some(active) => timeline(&active.label, policy).rotates_at.max(now),
+        };
+        let key_state = if active.is_some() {
+            KeyState::Next
+        } else {
+            KeyState::Active
+        };
+        let created = generate(session, &state, name, bits, key_state, now, activates)?;
+        Ok(vec![created])
+    })
+}
+
+/// Runs the rotation schedule for each name in `policies`: repairs
+/// interrupted runs, publishes a NEXT version `prepublish` before the
+/// active one is due, and promotes NEXT when it is due. With
+/// [`RotateMode::Force`], a new version signs from now on.
+pub fn rotate(
+    token: &Token,
+    policies: &BTreeMap<KeyName, KeyPolicy>,
+    mode: RotateMode,
+    now: SystemTime,
+) -> Result<Vec<Transition>, HsmError> {
+    let now = whole_seconds(now);
+    token.with_admin_session(|session| {
+        let mut done = remove_incomplete(session)?;
+        for (name, policy) in policies {
+            done.extend(rotate_name(session, name, policy, mode, now)?);
+        }
+        Ok(done)
+    })
+}
+
+fn rotate_name(
+    session: &Session,
+    name: &KeyName,
+    policy: &KeyPolicy,
+    mode: RotateMode,
+    now: SystemTime,
+) -> Result<Vec<Transition>, HsmError> {
+    let mut done = Vec::new();
+    let state = TokenState::read(session)?;
+    let mut actives: Vec<&Entry> = state
+        .of_name(name)
+        .filter(|e| e.label.state == KeyState::Active)
+        .collect();
+    let next = state
+        .of_name(name)
+        .filter(|e| e.label.state == KeyState::Next)
+        .last();
+
+    // Repair: the newest ACTIVE version signs, so retire the older ones.
+    let newest = actives.pop();
+    for stale in actives {
+        let retired_at = newest.and_then(|n| n.label.activates).unwrap_or(now);
+        retire(session, stale, retired_at)?;
+        done.push(
+            stale.transition(|name, version, key_id| Transition::Retired {
+                name,
+                version,
+                key_id,
+            }),
+        );
+    }
+
+    let Some(active) = newest else {
+        // No ACTIVE version: promote NEXT, or start the name from scratch.
+        match next {
+            Some(next) => {
+                activate(session, next, now)?;
+                done.push(activated(next));
+            }
+            None => done.push(generate(
+                session,
+                &state,
+                name,
+                policy.bits,
+                KeyState::Active,
+                now,
+                now,
+            )?),
+        }
+        return Ok(done);
+    };
+
+    let due = timeline(&active.label, policy).rotates_at;
+    let publish_from = due.checked_sub(policy.prepublish).unwrap_or(UNIX_EPOCH);
+    let forced = mode == RotateMode::Force;
+    match next {
+        None if forced => {
+            done.push(generate(
+                session,
+                &state,
+                name,
+                policy.bits,
+                KeyState::Active,
+                now,
+                now,
+            )?);
+            retire(session, active, now)?;
+            done.push(
+                active.transition(|name, version, key_id| Transition::Retired {
+                    name,
+                    version,
+                    key_id,
+                }),
+            );
+        }
+        None if now >= publish_from => {
+            let activates = due.max(now);
+            done.push(generate(
+                session,
+                &state,
+                name,
+                policy.bits,
+                KeyState::Next,
+                now,
+                activates,
+            )?);
+        }
+        Some(next) if forced || now >= next.label.activates.unwrap_or(due) => {
+            // The new version is marked ACTIVE before the old one retires, so
+            // that the name always has a version to sign with.
+            activate(session, next, now)?;
+            done.push(activated(next));
+            retire(session, active, now)?;
+            done.push(
+                active.transition(|name, version, key_id| Transition::Retired {
+                    name,
+                    version,
+                    key_id,
+                }),
+            );
+        }
+        _ => {}
+    }
+    Ok(done)
+}
+
+/// Revokes the version with `key_id`. A revoked ACTIVE version is replaced
+/// at once: by the NEXT version if there is one, else by a new version.
+pub fn revoke(
+    token: &Token,
+    policies: &BTreeMap<KeyName, KeyPolicy>,
+    key_id: &str,
+    now: SystemTime,
+) -> Result<Vec<Transition>, HsmError> {
+    let now = whole_seconds(now);
+    token.with_admin_session(|session| {
+        let state = TokenState::read(session)?;
+        let matches: Vec<&Entry> = state
+            .entries
+            .iter()
+            .filter(|e| e.key_id == key_id)
+            .collect();
+        let entry = match matches.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(HsmError::NotFound {
+                    what: format!("key version with key ID {key_id}"),
+                });
+            }
+            many => {
+                return Err(HsmError::Ambiguous {
+                    what: format!("key ID {key_id}"),
+                    count: many.len(),
+                });
+            }
+        };
+        if entry.label.state == KeyState::Revoked {
+            return Ok(Vec::new());
+        }
+        let was_active = entry.label.state == KeyState::Active;
+        let mut label = entry.label.clone();
+        label.state = KeyState::Revoked;
+        label.revoked = Some(now);
+        if was_active {
+            label.retired = Some(now);
+        }
+        relabel(session, entry, &label)?;
+        let mut done = vec![
+            entry.transition(|name, version, key_id| Transition::Revoked {
+                name,
+                version,
+                key_id,
+            }),
+        ];
+
+        if was_active {
+            let name = &entry.label.name;
+            let default_policy = KeyPolicy::default();
+            let policy = policies.get(name).unwrap_or(&default_policy);
+            let next = state
+                .of_name(name)
+                .filter(|e| e.label.state == KeyState::Next)
+                .last();
+            match next {
+                Some(next) => {
+                    activate(session, next, now)?;
+                    done.push(activated(next));
+                }
+                None => done.push(generate(
+                    session,
+                    &state,
+                    name,
+                    policy.bits,
+                    KeyState::Active,
+                    now,
+                    now,
+                )?),
+            }
+        }
+        Ok(done)
+    })
+}
+
+/// Destroys RETIRED and REVOKED versions whose verify-until time has
+/// passed, and removes interrupted key generations.
+pub fn destroy_expired(
+    token: &Token,
+    policies: &BTreeMap<KeyName, KeyPolicy>,
+    now: SystemTime,
+) -> Result<Vec<Transition>, HsmError> {
+    token.with_admin_session(|session| {
+        let mut done = remove_incomplete(session)?;
+        let state = TokenState::read(session)?;
+        let default_policy = KeyPolicy::default();
+        for entry in &state.entries {
+            if !matches!(entry.label.state, KeyState::Retired | KeyState::Revoked) {
+                continue;
+            }
+            let policy = policies.get(&entry.label.name).unwrap_or(&default_policy);
+            if timeline(&entry.label, policy).verify_until > now {
+                continue;
+            }
+            destroy(session, &entry.pair)?;
+            let transition = entry.transition(|name, version, key_id| Transition::Destroyed {
+                name,
+                version,
+                key_id,
+            });
+            info!(%transition, "key version destroyed");
+            done.push(transition);
+        }
+        Ok(done)
+    })
+}
+
+/// Reads every key version in the token.
+pub fn list_versions(
+    token: &Token,
+    policies: &BTreeMap<KeyName, KeyPolicy>,
+) -> Result<Snapshot, HsmError> {
+    let pairs =
+        token.with_admin_session(|session| objects::list_rsa_pairs(session, label_prefix()))?;
+    Ok(Snapshot::build(pairs, policies))
+}
+
+/// Destroys pairs whose generation never finished. They never signed and
+/// were never published, so nothing depends on them.
+fn remove_incomplete(session: &Session) -> Result<Vec<Transition>, HsmError> {
+    let state = TokenState::read(session)?;
+    let mut done = Vec::new();
+    for pair in &state.pending {
+        warn!(label = %pair.label, "removing an interrupted key generation");
+        destroy(session, pair)?;
+        done.push(Transition::RemovedIncomplete {
+            label: pair.label.clone(),
+        });
+    }
+    Ok(done)
+}
+
+/// Generates a version in `key_state`. The pair first gets a pending label
+/// and a random CKA_ID, and only then its final label and thumbprint ID.
+fn generate(
+    session: &Session,
+    state: &TokenState,
+    name: &KeyName,
+    bits: u32,
+    key_state: KeyState,
+    now: SystemTime,
+    activates: SystemTime,
+) -> Result<Transition, HsmError> {
+    let label = KeyLabel {
+        name: name.clone(),
+        version: state.highest_version(name) + 1,
+        state: key_state,
+        created: now,
+        activates: Some(activates),
+        retired: None,
+        revoked: None,
+    };
+    let temporary_id = session
+        .generate_random_vec(16)
+        .map_err(|e| HsmError::pkcs11("C_GenerateRandom", e))?;
+    let mut pair = objects::generate_rsa_pair(
+        session,
+        bits,
+        &label.encode_pending(),
+        &temporary_id,
+        pkcs11_date(now),
+    )?;
+    let thumbprint = rsa_thumbprint(&pair.modulus, &pair.exponent);
+    objects::relabel(session, &mut pair, &label.encode(), &thumbprint)?;
+    let transition = Transition::Created {
+        name: name.clone(),
+        version: label.version,
+        key_id: key_id_text(&thumbprint),
+        state: key_state,
+    };
+    info!(key_name = %name, version = label.version, key_id = %key_id_text(&thumbprint),
+        state = key_state.as_str(), bits, "key version created");
+    Ok(transition)
+}
+
+fn activated(entry: &Entry) -> Transition {
+    entry.transition(|name, version, key_id| Transition::Activated {
+        name,
+        version,
+        key_id,
+    })
+}
+
+fn activate(session: &Session, entry: &Entry, now: SystemTime) -> Result<(), HsmError> {
+    let mut label = entry.label.clone();
+    label.state = KeyState::Active;
+    label.activates = Some(now);
+    relabel(session, entry, &label)?;
+    info!(key_name = %label.name, version = label.version, key_id = %entry.key_id, "key version activated");
+    Ok(())
+}
+
+fn retire(session: &Session, entry: &Entry, at: SystemTime) -> Result<(), HsmError> {
+    let mut label = entry.label.clone();
+    label.state = KeyState::Retired;
+    label.retired = Some(at);
+    relabel(session, entry, &label)?;
+    info!(key_name = %label.name, version = label.version, key_id = %entry.key_id, "key version retired");
+    Ok(())
+}
+
+fn relabel(session: &Session, entry: &Entry, label: &KeyLabel) -> Result<(), HsmError> {
+    let mut pair = entry.pair.clone();
+    let id = pair.id.clone();
+    objects::relabel(session, &mut pair, &label.encode(), &id)
+}
+
+// NOTE: moves to `hsm::objects` with the other object operations.
+fn destroy(session: &Session, pair: &RsaKeyPair) -> Result<(), HsmError> {
+    for handle in [pair.private, pair.public] {
+        session
+            .destroy_object(handle)
+            .map_err(|e| HsmError::pkcs11("C_DestroyObject", e))?;
+    }
+    Ok(())
+}
+
+/// Converts a time to a PKCS#11 CK_DATE (UTC calendar date).
+fn pkcs11_date(time: SystemTime) -> Date {
+    let days = unix_seconds(time) / 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    Date::new_from_str_slice(
+        &format!("{year:04}"),
+        &format!("{month:02}"),
+        &format!("{day:02}"),
+    )
+    .unwrap_or_default()
+}
+
+/// Converts days since 1970-01-01 to a (year, month, day) civil date, using
+/// Howard Hinnant's `civil_from_days` algorithm.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn civil_dates_are_correct() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(20_426), (2025, 12, 4));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}
