@@ -521,8 +521,10 @@ fn generate(
         &temporary_id,
         pkcs11_date(now),
     )?;
+    pause_point("generated");
     let thumbprint = rsa_thumbprint(&pair.modulus, &pair.exponent);
     objects::relabel(session, &mut pair, &label.encode(), &thumbprint)?;
+    pause_point("labelled");
     let transition = Transition::Created {
         name: name.clone(),
         version: label.version,
@@ -547,6 +549,7 @@ fn activate(session: &Session, entry: &Entry, now: SystemTime) -> Result<(), Hsm
     label.state = KeyState::Active;
     label.activates = Some(now);
     relabel(session, entry, &label)?;
+    pause_point("activated");
     info!(key_name = %label.name, version = label.version, key_id = %entry.key_id, "key version activated");
     Ok(())
 }
@@ -556,6 +559,7 @@ fn retire(session: &Session, entry: &Entry, at: SystemTime) -> Result<(), HsmErr
     label.state = KeyState::Retired;
     label.retired = Some(at);
     relabel(session, entry, &label)?;
+    pause_point("retired");
     info!(key_name = %label.name, version = label.version, key_id = %entry.key_id, "key version retired");
     Ok(())
 }
@@ -574,6 +578,21 @@ fn destroy(session: &Session, pair: &RsaKeyPair) -> Result<(), HsmError> {
             .map_err(|e| HsmError::pkcs11("C_DestroyObject", e))?;
     }
     Ok(())
+}
+
+/// Environment variable that names a lifecycle step at which a debug build
+/// stops, so that crash tests can kill the process there with SIGKILL.
+pub const PAUSE_ENV: &str = "HALLMARK_TEST_PAUSE_AT";
+
+/// Stops the process forever at `step` when [`PAUSE_ENV`] names it, after
+/// printing a marker line to stderr. Release builds ignore the variable.
+fn pause_point(step: &str) {
+    if cfg!(debug_assertions) && std::env::var(PAUSE_ENV).is_ok_and(|v| v == step) {
+        eprintln!("paused at lifecycle step {step}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 /// Converts a time to a PKCS#11 CK_DATE (UTC calendar date).

@@ -15,6 +15,19 @@ use tracing::{error, warn};
 use super::ring::{KeyRing, KeyVersion, Snapshot, label_prefix};
 use super::{KeyName, KeyState, SHA256_LEN};
 
+/// Most reads of the token in one refresh while looking for two that agree.
+const MAX_TOKEN_READS: u32 = 10;
+/// Pause between reads that disagreed, so that a concurrent change can end.
+const TOKEN_REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Whether two reads found the same objects with the same labels and IDs.
+fn same_objects(a: &[objects::RsaKeyPair], b: &[objects::RsaKeyPair]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.label == y.label && x.id == y.id && x.private == y.private)
+}
+
 /// Shortest interval between two token re-reads caused by failed lookups.
 pub const MIN_LOOKUP_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::config::KeyPolicy;
@@ -116,15 +129,41 @@ impl Signer {
         Ok(snapshot)
     }
 
+    /// Reads the token until two reads in a row agree.
+    ///
+    /// Another process may relabel objects while this one reads them one by
+    /// one, so a single read can mix states from before and after a change:
+    /// the new version still pending and the old one already retired. Such
+    /// a torn read would leave a name without a signing version. Two equal
+    /// reads mean that no change overlapped the second one.
     async fn read_token(&self) -> Result<Arc<Snapshot>, HsmError> {
-        let pairs = self
-            .pool
-            .run(|session| objects::list_rsa_pairs(session, label_prefix()))
-            .await?;
+        let mut previous = self.read_pairs().await;
+        let mut attempts = 1;
+        let pairs = loop {
+            let current = self.read_pairs().await;
+            attempts += 1;
+            match (&previous, current) {
+                (Ok(before), Ok(now)) if same_objects(before, &now) => break now,
+                (_, current) if attempts >= MAX_TOKEN_READS => break current?,
+                (_, current) => previous = current,
+            }
+            tokio::time::sleep(TOKEN_REREAD_DELAY).await;
+        };
         let snapshot = Snapshot::build(pairs, &self.policies);
         let previous = self.ring.snapshot();
         self.count_transitions(&previous, &snapshot);
         Ok(self.ring.replace(snapshot))
+    }
+
+    /// Reads the Hallmark key pairs, ordered by private key handle so that
+    /// two reads compare item by item.
+    async fn read_pairs(&self) -> Result<Vec<objects::RsaKeyPair>, HsmError> {
+        let mut pairs = self
+            .pool
+            .run(|session| objects::list_rsa_pairs(session, label_prefix()))
+            .await?;
+        pairs.sort_by_key(|pair| pair.private.handle());
+        Ok(pairs)
     }
 
     /// Re-reads the token after a failed lookup, unless another request did

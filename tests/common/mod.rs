@@ -99,7 +99,13 @@ impl TestServer {
 
     /// Starts the server with a `--listen` value and extra environment.
     pub fn start_with(token: &TestToken, listen: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_in(token, listen, env, token.dir.path())
+    }
+
+    /// Starts the server with the working directory `cwd`.
+    pub fn start_in(token: &TestToken, listen: &str, env: &[(&str, &str)], cwd: &Path) -> Self {
         let mut child = Command::new(HALLMARK)
+            .current_dir(cwd)
             .arg("serve")
             .arg("--config")
             .arg(token.config())
@@ -203,14 +209,26 @@ impl TestServer {
         }
     }
 
-    /// GETs /metrics and returns the body.
+    /// Fetches /metrics and returns the body.
     pub async fn metrics(&self) -> String {
+        self.http_get("/metrics").await
+    }
+
+    /// Fetches the JWKS document.
+    pub async fn jwks(&self) -> serde_json::Value {
+        let body = self.http_get("/.well-known/jwks.json").await;
+        serde_json::from_str(&body).expect("JWKS is JSON")
+    }
+
+    /// Fetches `path` from the admin HTTP port and returns the body of a
+    /// 200 response.
+    pub async fn http_get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(&self.metrics_addr)
             .await
             .expect("metrics port connects");
         stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
             .await
             .expect("request written");
         let mut response = String::new();
