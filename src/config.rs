@@ -36,6 +36,8 @@ pub const ENV_PIN_FILE: &str = "HALLMARK_PIN_FILE";
 pub const ENV_PIN: &str = "HALLMARK_PIN";
 /// Environment variable that overrides `hsm.sessions`.
 pub const ENV_SESSIONS: &str = "HALLMARK_SESSIONS";
+/// Environment variable that overrides `signing.refresh_interval`.
+pub const ENV_REFRESH_INTERVAL: &str = "HALLMARK_REFRESH_INTERVAL";
 /// Environment variable that overrides `signing.default_key`.
 pub const ENV_DEFAULT_KEY: &str = "HALLMARK_DEFAULT_KEY";
 
@@ -403,7 +405,11 @@ impl<'a> Builder<'a> {
         let hsm = self.hsm(raw.hsm);
         let keys = self.keys(raw.keys);
         let default_key = self.default_key(raw.signing.default_key, &keys);
-        let refresh_interval = match raw.signing.refresh_interval {
+        let refresh_text = self
+            .env
+            .var(ENV_REFRESH_INTERVAL)
+            .or(raw.signing.refresh_interval);
+        let refresh_interval = match refresh_text {
             None => DEFAULT_REFRESH_INTERVAL,
             Some(text) => self
                 .duration("signing.refresh_interval", &text)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -82,6 +83,23 @@ class HallmarkServer:
     def health(self) -> health_pb2_grpc.HealthStub:
         """grpc.health.v1 stub on the server's channel."""
         return health_pb2_grpc.HealthStub(self.channel)
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the admin HTTP port (metrics and JWKS), read from the server's log."""
+        match = re.search(r'kind="metrics" addr=(\S+)', self.stderr_text())
+        if match is None:
+            raise RuntimeError(f"no metrics listen address in the log:\n{self.stderr_text()}")
+        return f"http://{match.group(1)}"
+
+    def hallmark_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `hallmark ARGS --config` against this server's token."""
+        return subprocess.run(
+            [str(hallmark_binary()), *args, "--config", str(self.token_dir / "hallmark.toml")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def stderr_text(self) -> str:
         """Return everything the server wrote to stderr so far."""
@@ -184,7 +202,11 @@ def start_server(token_dir: Path, key_bits: int, salt: str) -> HallmarkServer:
         "127.0.0.1:0",
     ]
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        # A short refresh interval lets tests see key changes made with the CLI.
+        env = dict(os.environ, HALLMARK_REFRESH_INTERVAL="200ms")
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
+        )
     server = HallmarkServer(token_dir, socket_path, process, stderr_path, key_bits, salt)
     wait_until_serving(server)
     return server
