@@ -19,6 +19,11 @@ usage() {
   exit 64
 }
 
+help() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+}
+
 key_bits=4096
 salt=digest
 create_key=1
@@ -28,7 +33,7 @@ while [[ $# -gt 0 ]]; do
     --key-bits) key_bits=${2:?--key-bits needs a value}; shift 2 ;;
     --salt) salt=${2:?--salt needs a value}; shift 2 ;;
     --no-key) create_key=0; shift ;;
-    -h|--help) usage ;;
+    -h|--help) help ;;
     -*) echo "unknown option: $1" >&2; usage ;;
     *) [[ -z "$dir" ]] || usage; dir=$1; shift ;;
   esac

@@ -208,7 +208,7 @@ fn configured<'a>(
     match config.policy(&name) {
         Some(policy) => Ok((name, policy)),
         None => {
-            eprintln!("error: key {name:?} is not configured; add a [keys.{name}] table first");
+            eprintln!("error: key \"{name}\" is not configured; add a [keys.{name}] table first");
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }

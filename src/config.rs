@@ -65,6 +65,11 @@ pub const DEFAULT_PREPUBLISH: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_ROTATION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Default time that verifiers keep accepting a version after it stops signing.
 pub const DEFAULT_VERIFY_GRACE: Duration = Duration::from_secs(30 * 86_400);
+/// Longest accepted duration: 100 years, far beyond any sensible rotation
+/// period, and small enough that adding it to a time cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+/// Shortest accepted refresh interval, so that re-reads cannot spin.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest accepted session pool. A token rarely offers more parallelism.
 pub const MAX_SESSIONS: usize = 256;
 
@@ -412,7 +417,7 @@ impl<'a> Builder<'a> {
         let refresh_interval = match refresh_text {
             None => DEFAULT_REFRESH_INTERVAL,
             Some(text) => self
-                .duration("signing.refresh_interval", &text)
+                .duration_at_least("signing.refresh_interval", &text, MIN_REFRESH_INTERVAL)
                 .unwrap_or(DEFAULT_REFRESH_INTERVAL),
         };
 
@@ -420,7 +425,7 @@ impl<'a> Builder<'a> {
         let rotation_check_interval = match raw.rotation.check_interval {
             None => DEFAULT_ROTATION_CHECK_INTERVAL,
             Some(text) => self
-                .duration("rotation.check_interval", &text)
+                .duration_at_least("rotation.check_interval", &text, Duration::from_secs(1))
                 .unwrap_or(DEFAULT_ROTATION_CHECK_INTERVAL),
         };
 
@@ -542,10 +547,12 @@ impl<'a> Builder<'a> {
         match Pin::from_file(&path) {
             Ok(pin) => self.checked_pin(pin, &path.display().to_string()),
             Err(error) => {
-                self.problem(format!(
-                    "hsm.pin_file: cannot read {}: {error}",
-                    path.display()
-                ));
+                let source = if self.env.var(ENV_PIN_FILE).is_some() {
+                    ENV_PIN_FILE
+                } else {
+                    "hsm.pin_file"
+                };
+                self.problem(format!("{source}: cannot read {}: {error}", path.display()));
                 None
             }
         }
@@ -605,7 +612,8 @@ impl<'a> Builder<'a> {
             }
         }
         if let Some(text) = raw.rotation_period {
-            if let Some(d) = self.duration(&format!("keys.{name}.rotation_period"), &text) {
+            let key = format!("keys.{name}.rotation_period");
+            if let Some(d) = self.duration_at_least(&key, &text, Duration::from_secs(1)) {
                 policy.rotation_period = d;
             }
         }
@@ -652,9 +660,28 @@ impl<'a> Builder<'a> {
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
-        parse_duration(text)
+        let parsed = parse_duration(text)
             .map_err(|e| self.problem(format!("{key}: {e}")))
-            .ok()
+            .ok()?;
+        if parsed > MAX_DURATION {
+            self.problem(format!(
+                "{key}: {text:?} is longer than the maximum of 36500d"
+            ));
+            return None;
+        }
+        Some(parsed)
+    }
+
+    /// Parses a duration that must be at least `min`.
+    fn duration_at_least(&mut self, key: &str, text: &str, min: Duration) -> Option<Duration> {
+        let parsed = self.duration(key, text)?;
+        if parsed < min {
+            self.problem(format!(
+                "{key}: {text:?} is shorter than the minimum of {min:?}"
+            ));
+            return None;
+        }
+        Some(parsed)
     }
 }
 
@@ -815,6 +842,25 @@ mod tests {
         assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
         assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         assert_eq!(config.keys.values().next(), Some(&KeyPolicy::default()));
+    }
+
+    #[test]
+    fn duration_bounds_are_enforced() {
+        let text = MINIMAL.replace(
+            "[keys.default]",
+            "[signing]\nrefresh_interval = \"0ms\"\n[keys.default]\nrotation_period = \"200000000000000d\"",
+        );
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        let joined = problems.join("\n");
+        assert!(
+            joined.contains("signing.refresh_interval: \"0ms\" is shorter than the minimum"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("keys.default.rotation_period: \"200000000000000d\" is too long")
+                || joined.contains("is longer than the maximum of 36500d"),
+            "{joined}"
+        );
     }
 
     #[test]

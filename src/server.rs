@@ -7,6 +7,7 @@
 //! only once the default key's active version is found, and the refresh
 //! loop keeps that true as keys change in the token.
 
+use std::os::unix::fs::FileTypeExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -113,7 +114,16 @@ impl Listeners {
 /// Binds a Unix socket, replacing a stale socket file left by a crash but
 /// never one that another process still serves.
 async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
-    if path.exists() {
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        if !metadata.file_type().is_socket() {
+            return Err(ServeError::Io {
+                context: format!("cannot listen on unix:{}", path.display()),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the path exists and is not a socket; choose another path",
+                ),
+            });
+        }
         if tokio::net::UnixStream::connect(path).await.is_ok() {
             return Err(ServeError::Io {
                 context: format!("cannot listen on unix:{}", path.display()),
@@ -207,10 +217,15 @@ pub async fn run(
         stop_rx.clone(),
     ));
 
+    // Gauges that depend on the clock are computed at each scrape.
     let gauges = {
         let signer = Arc::clone(&signer);
         let metrics = Arc::clone(&metrics);
-        move || update_session_gauges(&signer, &metrics)
+        let config = Arc::clone(&config);
+        move || {
+            update_session_gauges(&signer, &metrics);
+            update_key_gauges(&config, &signer.snapshot(), &metrics);
+        }
     };
     let jwks = {
         let signer = Arc::clone(&signer);
@@ -238,21 +253,34 @@ pub async fn run(
     let signer_service = SignerServiceServer::new(api)
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
-    let reflection = if config.reflection {
-        Some(
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()
-                .map_err(|e| ServeError::Setup(e.to_string()))?,
+    // Both reflection versions are served: v1alpha is what older grpcurl
+    // releases and Python's grpcio-reflection client ask for.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_alpha) = if config.reflection {
+        (
+            Some(
+                reflection_builder()
+                    .build_v1()
+                    .map_err(|e| ServeError::Setup(e.to_string()))?,
+            ),
+            Some(
+                reflection_builder()
+                    .build_v1alpha()
+                    .map_err(|e| ServeError::Setup(e.to_string()))?,
+            ),
         )
     } else {
-        None
+        (None, None)
     };
     let router = Server::builder()
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_optional_service(reflection)
+        .add_optional_service(reflection_alpha)
         .add_service(signer_service);
 
     let health_on_stop = health.clone();
@@ -308,11 +336,20 @@ pub async fn run(
         Ok(Ok(())) => {}
     }
     if let ListenAddr::Unix(path) = &config.listen {
-        let _ = std::fs::remove_file(path);
+        remove_own_socket(path);
     }
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// Removes the socket file at `path` on shutdown, but only if it is still a
+/// socket: another process may have replaced it with something else.
+fn remove_own_socket(path: &std::path::Path) {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && let Err(error) = std::fs::remove_file(path) {
+        warn!(%error, path = %path.display(), "cannot remove the socket file");
+    }
 }
 
 /// Re-reads the token on an interval, updates health and key gauges, and
@@ -334,10 +371,7 @@ async fn refresh_loop(
         };
         first = false;
         let ready = match &snapshot {
-            Ok(snapshot) => {
-                update_key_gauges(&config, snapshot, &metrics);
-                snapshot.active(&config.default_key).is_some()
-            }
+            Ok(snapshot) => snapshot.active(&config.default_key).is_some(),
             Err(error) => {
                 warn!(%error, "re-reading keys from the token failed");
                 false

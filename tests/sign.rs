@@ -437,3 +437,62 @@ async fn salt_too_long_for_key_fails_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn regular_file_at_socket_path_is_kept() {
+    let token = TestToken::new(2048, "digest");
+    let path = token.dir.path().join("precious.txt");
+    std::fs::write(&path, "precious data").expect("file written");
+
+    let listen = format!("unix:{}", path.display());
+    let output = token.hallmark(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(output.status.code(), Some(74));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the path exists and is not a socket"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("file kept"),
+        "precious data"
+    );
+}
+
+#[tokio::test]
+async fn overdue_active_key_stays_published() {
+    let token = TestToken::new(2048, "digest");
+    token.append_config("rotation_period = \"1s\"\nprepublish = \"0s\"\nverify_grace = \"1s\"\n");
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+
+    // Nobody rotates, so the active version is past its verify-until time.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let signed = client
+        .sign(sign_request(vec![3; 32], "overdue"))
+        .await
+        .expect("Sign succeeds")
+        .into_inner();
+    let key_id = signed.key.expect("key").key_id;
+    let keys = client
+        .list_keys(pb::ListKeysRequest {})
+        .await
+        .expect("ListKeys succeeds")
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].key_id, key_id, "the signing key stays published");
+    let body = server.metrics().await;
+    let due = sample(
+        &body,
+        r#"hallmark_key_rotation_due_seconds{key_name="default"}"#,
+    )
+    .expect("rotation due gauge");
+    assert!(due < 0.0, "overdue rotation shows as negative: {due}");
+}

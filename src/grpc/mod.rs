@@ -59,13 +59,13 @@ impl pb::signer_service_server::SignerService for SignerApi {
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let started = Instant::now();
         let validated = validate_sign(request.get_ref(), &self.config);
         // Metric labels use the configured name, or "unknown" for anything else.
         let metric_key = match &validated {
             Ok(params) => params.key_name.as_str().to_owned(),
             Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
         };
+        let mut outcome = Outcome::new(&self.metrics, metric_key);
         let result = match validated {
             Ok(params) => {
                 let span = tracing::Span::current();
@@ -76,18 +76,10 @@ impl pb::signer_service_server::SignerService for SignerApi {
             Err(status) => Err(status),
         };
 
-        let code = match &result {
+        outcome.code = Some(match &result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
-        };
-        self.metrics
-            .sign_requests
-            .with_label_values(&[metric_key.as_str(), code_name(code)])
-            .inc();
-        self.metrics
-            .sign_duration
-            .with_label_values(&[metric_key.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+        });
         result.map(Response::new)
     }
 
@@ -102,6 +94,41 @@ impl pb::signer_service_server::SignerService for SignerApi {
             .map(|version| key_version_message(version, true))
             .collect();
         Ok(Response::new(pb::ListKeysResponse { keys }))
+    }
+}
+
+/// Records a Sign request in the metrics when dropped. A request whose
+/// client went away is dropped before it has a code, and counts as
+/// `CANCELLED`.
+struct Outcome<'a> {
+    metrics: &'a Metrics,
+    key_label: String,
+    started: Instant,
+    code: Option<tonic::Code>,
+}
+
+impl<'a> Outcome<'a> {
+    fn new(metrics: &'a Metrics, key_label: String) -> Self {
+        Self {
+            metrics,
+            key_label,
+            started: Instant::now(),
+            code: None,
+        }
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        self.metrics
+            .sign_requests
+            .with_label_values(&[self.key_label.as_str(), code_name(code)])
+            .inc();
+        self.metrics
+            .sign_duration
+            .with_label_values(&[self.key_label.as_str()])
+            .observe(self.started.elapsed().as_secs_f64());
     }
 }
 

@@ -36,6 +36,13 @@ pub fn validate_sign(request: &pb::SignRequest, config: &Config) -> Result<SignP
             )));
         }
     }
+    if pb::SignatureEncoding::try_from(request.signature_encoding).is_err() {
+        return Err(Status::invalid_argument(format!(
+            "signature_encoding {} is not supported; use SIGNATURE_ENCODING_DER or \
+             SIGNATURE_ENCODING_P1363",
+            request.signature_encoding
+        )));
+    }
     let digest: [u8; SHA256_LEN] = request.digest.as_slice().try_into().map_err(|_| {
         Status::invalid_argument(format!(
             "digest is {} bytes; a SHA-256 digest is {SHA256_LEN} bytes",
@@ -154,6 +161,14 @@ mod tests {
         algorithm.hash_algorithm = 9;
         assert_eq!(
             validate_sign(&algorithm, &config())
+                .expect_err("invalid")
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+        let mut encoding = request(32, "");
+        encoding.signature_encoding = 99;
+        assert_eq!(
+            validate_sign(&encoding, &config())
                 .expect_err("invalid")
                 .code(),
             tonic::Code::InvalidArgument

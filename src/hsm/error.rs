@@ -49,7 +49,7 @@ pub enum HsmError {
     },
     /// The user PIN was rejected.
     #[error(
-        "user PIN rejected by token {label:?}; check hsm.pin_file (failed logins count towards locking the PIN)"
+        "user PIN rejected by token {label:?}; check the PIN in hsm.pin_file, HALLMARK_PIN_FILE or HALLMARK_PIN (each failed login counts towards locking the PIN)"
     )]
     PinIncorrect {
         /// Token label.
@@ -117,23 +117,34 @@ impl HsmError {
         }
     }
 
+    /// Whether an object handle no longer names an object, because the
+    /// object was destroyed or the token was replaced. A fresh lookup may
+    /// find the object again under a new handle.
+    pub fn is_stale_handle(&self) -> bool {
+        matches!(
+            self.rv(),
+            Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+        )
+    }
+
     /// Whether the token itself is gone or unusable, as opposed to a
     /// problem with one request.
     pub fn is_token_unavailable(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(
-                RvError::DeviceError
-                    | RvError::DeviceRemoved
-                    | RvError::DeviceMemory
-                    | RvError::TokenNotPresent
-                    | RvError::TokenNotRecognized
-                    | RvError::SessionClosed
-                    | RvError::SessionHandleInvalid
-                    | RvError::UserNotLoggedIn
-                    | RvError::CryptokiNotInitialized
+        self.is_stale_handle()
+            || matches!(
+                self.rv(),
+                Some(
+                    RvError::DeviceError
+                        | RvError::DeviceRemoved
+                        | RvError::DeviceMemory
+                        | RvError::TokenNotPresent
+                        | RvError::TokenNotRecognized
+                        | RvError::SessionClosed
+                        | RvError::SessionHandleInvalid
+                        | RvError::UserNotLoggedIn
+                        | RvError::CryptokiNotInitialized
+                )
             )
-        )
     }
 }
 

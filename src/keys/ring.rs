@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use cryptoki::object::ObjectHandle;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
@@ -73,7 +73,7 @@ pub struct Timeline {
 /// - every version stays published `verify_grace` after it rotates.
 pub fn timeline(label: &KeyLabel, policy: &KeyPolicy) -> Timeline {
     let activates_at = label.activates.unwrap_or(label.created);
-    let scheduled = activates_at + policy.rotation_period;
+    let scheduled = later(activates_at, policy.rotation_period);
     let rotates_at = match label.state {
         KeyState::Next | KeyState::Active => scheduled,
         KeyState::Retired => label.retired.unwrap_or(scheduled),
@@ -82,8 +82,15 @@ pub fn timeline(label: &KeyLabel, policy: &KeyPolicy) -> Timeline {
     Timeline {
         activates_at,
         rotates_at,
-        verify_until: rotates_at + policy.verify_grace,
+        verify_until: later(rotates_at, policy.verify_grace),
     }
+}
+
+/// Adds `duration` to `time`, saturating at the largest representable
+/// time, so that a label with an absurd timestamp cannot overflow.
+fn later(time: SystemTime, duration: std::time::Duration) -> SystemTime {
+    time.checked_add(duration)
+        .unwrap_or_else(|| UNIX_EPOCH + std::time::Duration::from_secs(i64::MAX as u64 / 2))
 }
 
 /// All key versions found in one read of the token.
@@ -170,10 +177,17 @@ impl Snapshot {
         &self.versions
     }
 
-    /// The versions that verifiers should trust at `now`: every version
-    /// whose verify-until time has not passed.
+    /// The versions published at `now`: every NEXT and ACTIVE version, and
+    /// every RETIRED and REVOKED version whose verify-until time has not
+    /// passed.
+    ///
+    /// An ACTIVE version stays published past its own verify-until time,
+    /// because it still signs when nobody rotated it. Verifiers must never
+    /// meet a signature whose key they cannot find.
     pub fn published(&self, now: SystemTime) -> impl Iterator<Item = &Arc<KeyVersion>> {
-        self.versions.iter().filter(move |v| v.verify_until > now)
+        self.versions.iter().filter(move |v| {
+            matches!(v.state, KeyState::Next | KeyState::Active) || v.verify_until > now
+        })
     }
 
     /// The version that signs for `name`.

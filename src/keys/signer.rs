@@ -40,7 +40,7 @@ pub enum SignError {
     /// The key name is configured but the token contains no active version.
     /// Operator error: the key has not been created.
     #[error(
-        "key {name:?} has no active version in the token; create one with `hallmark keys create --name {name}`"
+        "key \"{name}\" has no active version in the token; create one with `hallmark keys create --name {name}`"
     )]
     NoActiveVersion {
         /// The key name.
@@ -54,7 +54,7 @@ pub enum SignError {
         problem: String,
     },
     /// The configured salt does not fit the active version's modulus.
-    #[error("the salt configured for key {name:?} does not fit version {version}")]
+    #[error("the salt configured for key \"{name}\" does not fit version {version}")]
     SaltDoesNotFit {
         /// The key name.
         name: KeyName,
@@ -230,6 +230,25 @@ impl Signer {
         digest: [u8; SHA256_LEN],
     ) -> Result<Signed, SignError> {
         let key = self.active_version(name).await?;
+        match self.sign_with(name, key, digest).await {
+            Err(SignError::Hsm(error)) if error.is_stale_handle() => {
+                // The version was destroyed or the token replaced since the
+                // last read. Read again and retry once with fresh handles.
+                warn!(%error, key_name = %name, "stale key handle; re-reading the token");
+                self.refresh_after_miss().await;
+                let key = self.active_version(name).await?;
+                self.sign_with(name, key, digest).await
+            }
+            other => other,
+        }
+    }
+
+    async fn sign_with(
+        &self,
+        name: &KeyName,
+        key: Arc<KeyVersion>,
+        digest: [u8; SHA256_LEN],
+    ) -> Result<Signed, SignError> {
         let salt_len = key.salt_len.ok_or_else(|| SignError::SaltDoesNotFit {
             name: name.clone(),
             version: key.version,
