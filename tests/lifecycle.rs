@@ -390,22 +390,31 @@ async fn forced_rotations_under_load_never_fail() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let signed = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut load = Vec::new();
     for worker in 0..CLIENTS {
         let mut client = SignerServiceClient::new(channel.clone());
         let stop = Arc::clone(&stop);
         let signed = Arc::clone(&signed);
+        let failures = Arc::clone(&failures);
         load.push(tokio::spawn(async move {
             let mut key_ids = std::collections::BTreeSet::new();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let digest = Sha256::digest(format!("{worker}-{n}")).to_vec();
-                let response = client
-                    .sign(sign_request(digest.clone()))
-                    .await
-                    .unwrap_or_else(|status| panic!("request {worker}-{n} failed: {status:?}"))
-                    .into_inner();
+                let response = match client.sign(sign_request(digest.clone())).await {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        let at = SystemTime::now();
+                        failures.lock().expect("lock").push(format!(
+                            "request {worker}-{n} at {at:?}: {:?} {}",
+                            status.code(),
+                            status.message()
+                        ));
+                        continue;
+                    }
+                };
                 // The key set published when the response arrived must
                 // verify the signature.
                 let keys = client
@@ -457,6 +466,19 @@ async fn forced_rotations_under_load_never_fail() {
     for task in load {
         used.extend(task.await.expect("load task completes"));
     }
+    let failures = failures.lock().expect("lock").clone();
+    let warnings: Vec<String> = server
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        failures,
+        Vec::<String>::new(),
+        "server warnings:\n{}",
+        warnings.join("\n")
+    );
     let total = signed.load(Ordering::Relaxed);
     eprintln!(
         "{total} signatures across {ROTATIONS} rotations, {} key versions used",

@@ -162,6 +162,33 @@ impl Snapshot {
         }
     }
 
+    /// Keeps signing with the previous snapshot's active version of a name
+    /// that lost its active version only because it was retired.
+    ///
+    /// A version is retired only after its successor is ACTIVE, so a read
+    /// that shows the old version RETIRED and no ACTIVE version has missed
+    /// the successor. SoftHSM, for one, can show another process's changes
+    /// to existing objects before it shows the objects that process
+    /// created. The retired version is still published, so its signatures
+    /// verify, and the next read finds the successor. A revoked version is
+    /// never carried over.
+    pub fn carry_over_retired(&mut self, previous: &Snapshot) -> Vec<KeyName> {
+        let mut carried = Vec::new();
+        for (name, versions) in &previous.active {
+            let Some(old) = versions.first() else {
+                continue;
+            };
+            let retired_now = self
+                .by_key_id(&old.key_id)
+                .is_some_and(|v| v.state == KeyState::Retired);
+            if self.active(name).is_none() && retired_now {
+                self.active.insert(name.clone(), vec![Arc::clone(old)]);
+                carried.push(name.clone());
+            }
+        }
+        carried
+    }
+
     /// Returns the conflict that stops `name` from signing, if any.
     pub fn conflict(&self, name: &KeyName) -> Option<&str> {
         self.conflicts.get(name).map(String::as_str)

@@ -10,7 +10,7 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::types::Ulong;
 use rsa::Pss;
 use sha2::Sha256;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::ring::{KeyRing, KeyVersion, Snapshot, label_prefix};
 use super::{KeyName, KeyState, SHA256_LEN};
@@ -149,8 +149,11 @@ impl Signer {
             }
             tokio::time::sleep(TOKEN_REREAD_DELAY).await;
         };
-        let snapshot = Snapshot::build(pairs, &self.policies);
+        let mut snapshot = Snapshot::build(pairs, &self.policies);
         let previous = self.ring.snapshot();
+        for name in snapshot.carry_over_retired(&previous) {
+            debug!(key_name = %name, "successor of the retired version not visible yet");
+        }
         self.count_transitions(&previous, &snapshot);
         Ok(self.ring.replace(snapshot))
     }
