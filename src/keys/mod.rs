@@ -4,6 +4,7 @@
 //! chooses the version that signs, and checks every signature against the
 //! public key before it leaves the service.
 
+pub mod algorithm;
 pub mod jwks;
 pub mod label;
 mod lifecycle;
