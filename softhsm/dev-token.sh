@@ -3,7 +3,11 @@
 # file and default signing key, and writes DIR/hallmark.toml, a complete
 # configuration that `hallmark serve --config DIR/hallmark.toml` uses as is.
 #
-# Usage: softhsm/dev-token.sh [--key-bits N] [--salt digest|max|N] [--no-key] DIR
+# Usage: softhsm/dev-token.sh [--algorithm NAME] [--key-bits N] [--salt digest|max|N] [--no-key] DIR
+#
+# NAME is one of rsa-pss-sha256 (the default), rsa-pkcs1-sha256,
+# ecdsa-p256-sha256, ecdsa-p384-sha384 and ed25519. --key-bits and --salt
+# apply to RSA keys.
 #
 # The token and its PINs are for development and tests only: the PINs are
 # random, but they are stored in plain files under DIR.
@@ -15,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 [--key-bits 2048|3072|4096] [--salt digest|max|N] [--no-key] DIR" >&2
+  echo "usage: $0 [--algorithm NAME] [--key-bits 2048|3072|4096] [--salt digest|max|N] [--no-key] DIR" >&2
   exit 64
 }
 
@@ -24,12 +28,14 @@ help() {
   exit 0
 }
 
+algorithm=rsa-pss-sha256
 key_bits=4096
 salt=digest
 create_key=1
 dir=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --algorithm) algorithm=${2:?--algorithm needs a value}; shift 2 ;;
     --key-bits) key_bits=${2:?--key-bits needs a value}; shift 2 ;;
     --salt) salt=${2:?--salt needs a value}; shift 2 ;;
     --no-key) create_key=0; shift ;;
@@ -107,6 +113,7 @@ SOFTHSM2_CONF = "$dir/softhsm2.conf"
 default_key = "default"
 
 [keys.default]
+algorithm = "$algorithm"
 bits = $key_bits
 salt = $( [[ "$salt" =~ ^[0-9]+$ ]] && echo "$salt" || echo "\"$salt\"" )
 TOML

@@ -242,7 +242,8 @@ fn create(token: &Token, config: &Config, name: Option<&str>, bits: Option<&str>
         Err(code) => return code,
     };
     let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(policy.bits);
-    if policy.salt.len_for(bits).is_none() {
+    let is_pss = policy.algorithm == keys::algorithm::Algorithm::RsaPssSha256;
+    if is_pss && policy.salt.len_for(bits).is_none() {
         eprintln!(
             "error: keys.{name}.salt = {} does not fit an RSA-{bits} key; choose a larger key or a shorter salt",
             policy.salt
@@ -284,6 +285,7 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
                 "key_name": version.name.as_str(),
                 "version": version.version,
                 "state": version.state.as_str(),
+                "algorithm": version.algorithm.as_str(),
                 "key_id": version.key_id,
                 "bits": version.bits,
                 "pss_salt_length": version.salt_len,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::keys::algorithm::Algorithm;
 use crate::keys::{KeyName, SaltSetting};
 use crate::secret::Pin;
 
@@ -130,6 +131,8 @@ impl fmt::Display for TokenSelector {
 /// Signing and rotation settings of one key name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyPolicy {
+    /// Signature algorithm of new versions.
+    pub algorithm: Algorithm,
     /// RSA modulus size for new versions: 2048, 3072 or 4096.
     pub bits: u32,
     /// PSS salt length setting.
@@ -145,6 +148,7 @@ pub struct KeyPolicy {
 impl Default for KeyPolicy {
     fn default() -> Self {
         Self {
+            algorithm: Algorithm::RsaPssSha256,
             bits: DEFAULT_KEY_BITS,
             salt: SaltSetting::Digest,
             rotation_period: DEFAULT_ROTATION_PERIOD,
@@ -286,6 +290,7 @@ struct RawSigning {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKey {
+    algorithm: Option<String>,
     bits: Option<u32>,
     salt: Option<toml::Value>,
     rotation_period: Option<String>,
@@ -584,6 +589,12 @@ impl<'a> Builder<'a> {
 
     fn key_policy(&mut self, name: &str, raw: RawKey) -> KeyPolicy {
         let mut policy = KeyPolicy::default();
+        if let Some(text) = raw.algorithm {
+            match Algorithm::parse(&text) {
+                Ok(algorithm) => policy.algorithm = algorithm,
+                Err(error) => self.problem(format!("keys.{name}.algorithm: {error}")),
+            }
+        }
         if let Some(bits) = raw.bits {
             if matches!(bits, 2048 | 3072 | 4096) {
                 policy.bits = bits;
@@ -601,7 +612,8 @@ impl<'a> Builder<'a> {
         }
         // Every supported modulus leaves room for this salt: the smallest,
         // RSA-2048, allows at most 222 bytes with SHA-256.
-        if let SaltSetting::Bytes(len) = policy.salt {
+        let is_pss = policy.algorithm == Algorithm::RsaPssSha256;
+        if let (true, SaltSetting::Bytes(len)) = (is_pss, policy.salt) {
             let max = SaltSetting::max_len(policy.bits);
             if len as usize > max {
                 self.problem(format!(

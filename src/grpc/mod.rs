@@ -36,7 +36,10 @@ impl SignerApi {
     }
 
     async fn sign_checked(&self, params: &SignParams) -> Result<pb::SignResponse, Status> {
-        let signed = self.signer.sign(&params.key_name, params.digest).await?;
+        let signed = self
+            .signer
+            .sign(&params.key_name, params.digest.clone(), params.encoding)
+            .await?;
         debug!(
             key_id = %signed.key.key_id,
             version = signed.key.version,
@@ -47,7 +50,10 @@ impl SignerApi {
             key: Some(key_version_message(&signed.key, false)),
             signed_at: Some(prost_types::Timestamp::from(signed.signed_at)),
             request_id: params.request_id.clone(),
-            signature_encoding: pb::SignatureEncoding::Unspecified as i32,
+            signature_encoding: signed.encoding.map_or(
+                pb::SignatureEncoding::Unspecified,
+                pb::SignatureEncoding::from,
+            ) as i32,
         })
     }
 }
@@ -156,7 +162,7 @@ pub fn key_version_message(version: &KeyVersion, with_public_key: bool) -> pb::K
         key_name: version.name.as_str().to_owned(),
         version: version.version,
         state: state_message(version.state) as i32,
-        algorithm: pb::SignatureAlgorithm::RsaPssSha256 as i32,
+        algorithm: pb::SignatureAlgorithm::from(version.algorithm) as i32,
         pss_salt_length: version
             .salt_len
             .and_then(|len| u32::try_from(len).ok())

@@ -4,6 +4,7 @@
 use tonic::Status;
 
 use crate::config::Config;
+use crate::keys::algorithm::{SHA384_LEN, SignatureEncoding};
 use crate::keys::{KeyName, SHA256_LEN};
 use crate::pb;
 
@@ -13,8 +14,10 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// A validated `SignRequest`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignParams {
-    /// The SHA-256 digest to sign.
-    pub digest: [u8; SHA256_LEN],
+    /// The digest to sign: 32 bytes of SHA-256 or 48 bytes of SHA-384.
+    pub digest: Vec<u8>,
+    /// The encoding requested for ECDSA signatures.
+    pub encoding: SignatureEncoding,
     /// A configured key name.
     pub key_name: KeyName,
     /// The caller's request ID, possibly empty.
@@ -27,28 +30,34 @@ pub struct SignParams {
 /// key name that is not configured.
 pub fn validate_sign(request: &pb::SignRequest, config: &Config) -> Result<SignParams, Status> {
     let request_id = validate_request_id(&request.request_id)?;
-    match pb::HashAlgorithm::try_from(request.hash_algorithm) {
-        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha256) => {}
-        Ok(pb::HashAlgorithm::Sha384) | Err(_) => {
+    let (hash_name, expected_len) = match pb::HashAlgorithm::try_from(request.hash_algorithm) {
+        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha256) => ("SHA-256", SHA256_LEN),
+        Ok(pb::HashAlgorithm::Sha384) => ("SHA-384", SHA384_LEN),
+        Err(_) => {
             return Err(Status::invalid_argument(format!(
-                "hash_algorithm {} is not supported; use HASH_ALGORITHM_SHA256",
+                "hash_algorithm {} is not supported; use HASH_ALGORITHM_SHA256 or \
+                 HASH_ALGORITHM_SHA384",
                 request.hash_algorithm
             )));
         }
-    }
-    if pb::SignatureEncoding::try_from(request.signature_encoding).is_err() {
+    };
+    let encoding = match pb::SignatureEncoding::try_from(request.signature_encoding) {
+        Ok(encoding) => SignatureEncoding::from(encoding),
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "signature_encoding {} is not supported; use SIGNATURE_ENCODING_DER or \
+                 SIGNATURE_ENCODING_P1363",
+                request.signature_encoding
+            )));
+        }
+    };
+    if request.digest.len() != expected_len {
         return Err(Status::invalid_argument(format!(
-            "signature_encoding {} is not supported; use SIGNATURE_ENCODING_DER or \
-             SIGNATURE_ENCODING_P1363",
-            request.signature_encoding
+            "digest is {} bytes; a {hash_name} digest is {expected_len} bytes",
+            request.digest.len()
         )));
     }
-    let digest: [u8; SHA256_LEN] = request.digest.as_slice().try_into().map_err(|_| {
-        Status::invalid_argument(format!(
-            "digest is {} bytes; a SHA-256 digest is {SHA256_LEN} bytes",
-            request.digest.len()
-        ))
-    })?;
+    let digest = request.digest.clone();
     let key_name = if request.key_name.is_empty() {
         config.default_key.clone()
     } else {
@@ -60,6 +69,7 @@ pub fn validate_sign(request: &pb::SignRequest, config: &Config) -> Result<SignP
     };
     Ok(SignParams {
         digest,
+        encoding,
         key_name,
         request_id,
     })
@@ -119,7 +129,8 @@ mod tests {
     fn empty_key_name_selects_default() {
         let params = validate_sign(&request(32, ""), &config()).expect("valid");
         assert_eq!(params.key_name.as_str(), "default");
-        assert_eq!(params.digest, [7; 32]);
+        assert_eq!(params.digest, vec![7; 32]);
+        assert_eq!(params.encoding, SignatureEncoding::Der);
         assert_eq!(params.request_id, "req-1");
     }
 

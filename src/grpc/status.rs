@@ -13,12 +13,18 @@ use crate::keys::SignError;
 ///
 /// | error | code |
 /// |---|---|
+/// | digest length does not match the key's algorithm | `INVALID_ARGUMENT` |
 /// | no active version, salt does not fit | `FAILED_PRECONDITION` |
 /// | token gone, session broken, pool closed | `UNAVAILABLE` |
 /// | self-check failure, other PKCS#11 failure | `INTERNAL` |
 impl From<SignError> for Status {
     fn from(error: SignError) -> Self {
         match &error {
+            SignError::DigestMismatch { .. } => Status::invalid_argument(error.to_string()),
+            SignError::Algorithm(failure) => {
+                error!(error = %failure, "encoding or checking a signature failed");
+                Status::internal("the signature could not be encoded or checked; it was discarded")
+            }
             SignError::NoActiveVersion { .. }
             | SignError::SaltDoesNotFit { .. }
             | SignError::Conflict { .. } => Status::failed_precondition(error.to_string()),

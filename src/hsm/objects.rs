@@ -5,8 +5,6 @@
 //! by the key lifecycle layer, and which signature scheme a key signs with
 //! is decided by the caller.
 
-use std::ops::{Deref, DerefMut};
-
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
@@ -353,70 +351,6 @@ pub fn private_key_protection(
         }
     }
     Ok((sensitive, extractable))
-}
-
-/// An RSA key pair with its public numbers as fields, for callers written
-/// before [`KeyPair`] covered every key type. Dereferences to the
-/// [`KeyPair`] it wraps, so `pair.label`, `pair.id` and `relabel(session,
-/// &mut pair, ..)` work on it unchanged.
-#[derive(Clone, Debug)]
-pub struct RsaKeyPair {
-    pair: KeyPair,
-    /// Modulus, unsigned big-endian without leading zero bytes.
-    pub modulus: Vec<u8>,
-    /// Public exponent, unsigned big-endian without leading zero bytes.
-    pub exponent: Vec<u8>,
-}
-
-impl RsaKeyPair {
-    fn from_pair(pair: KeyPair) -> Option<Self> {
-        let (modulus, exponent) = match &pair.material {
-            PublicKeyMaterial::Rsa { modulus, exponent } => (modulus.clone(), exponent.clone()),
-            _ => return None,
-        };
-        Some(Self {
-            pair,
-            modulus,
-            exponent,
-        })
-    }
-}
-
-impl Deref for RsaKeyPair {
-    type Target = KeyPair;
-
-    fn deref(&self) -> &KeyPair {
-        &self.pair
-    }
-}
-
-impl DerefMut for RsaKeyPair {
-    fn deref_mut(&mut self) -> &mut KeyPair {
-        &mut self.pair
-    }
-}
-
-/// Lists the RSA pairs of [`list_pairs`], for callers that handle only RSA.
-pub fn list_rsa_pairs(session: &Session, prefix: &str) -> Result<Vec<RsaKeyPair>, HsmError> {
-    Ok(list_pairs(session, prefix)?
-        .into_iter()
-        .filter_map(RsaKeyPair::from_pair)
-        .collect())
-}
-
-/// Generates an RSA pair of `bits` bits with [`generate_pair`].
-pub fn generate_rsa_pair(
-    session: &Session,
-    bits: u32,
-    label: &str,
-    id: &[u8],
-    start_date: Date,
-) -> Result<RsaKeyPair, HsmError> {
-    let pair = generate_pair(session, KeyKind::Rsa { bits }, label, id, start_date)?;
-    RsaKeyPair::from_pair(pair).ok_or_else(|| HsmError::MalformedObject {
-        label: label.to_owned(),
-        reason: "the token generated a key that is not RSA".into(),
-    })
 }
 
 /// The attributes every private key is listed by.

@@ -7,12 +7,9 @@
 
 use std::time::SystemTime;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rsa::traits::PublicKeyParts;
 use serde_json::{Map, Value, json};
 
-use super::{KeyState, KeyVersion, SHA256_LEN, Snapshot};
+use super::{KeyState, KeyVersion, Snapshot};
 
 /// Builds the JWKS document for the versions published at `now`.
 pub fn document(snapshot: &Snapshot, now: SystemTime) -> Value {
@@ -35,25 +32,18 @@ pub fn document(snapshot: &Snapshot, now: SystemTime) -> Value {
 
 /// Builds the JWK of one version, with Hallmark's lifecycle members.
 fn jwk(version: &KeyVersion) -> Map<String, Value> {
-    let public = &version.public_key;
-    let mut members = Map::new();
-    members.insert("kty".into(), "RSA".into());
-    members.insert(
-        "n".into(),
-        URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()).into(),
-    );
-    members.insert(
-        "e".into(),
-        URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()).into(),
-    );
+    let mut members = version.public_key.jwk();
     members.insert("kid".into(), version.key_id.clone().into());
     members.insert("use".into(), "sig".into());
-    // PS256 fixes the salt to the digest length (RFC 7518, section 3.5), so
-    // the name applies only to keys that sign with a 32-byte salt.
-    if version.salt_len == Some(SHA256_LEN) {
-        members.insert("alg".into(), "PS256".into());
+    // A JOSE name is set only where it applies exactly: PS256, for one,
+    // fixes the salt to the digest length (RFC 7518, section 3.5).
+    if let Some(alg) = version.algorithm.jose_alg(version.salt_len) {
+        members.insert("alg".into(), alg.into());
     }
-    members.insert("hallmark_algorithm".into(), "RSA_PSS_SHA256".into());
+    members.insert(
+        "hallmark_algorithm".into(),
+        version.algorithm.as_str().into(),
+    );
     if let Some(salt) = version.salt_len {
         members.insert("hallmark_pss_salt_length".into(), salt.into());
     }

@@ -4,7 +4,7 @@
 //! the form
 //!
 //! ```text
-//! hallmark1;name=<key name>;version=<n>;state=<state>;created=<unix seconds>[;activates=<unix seconds>][;retired=<unix seconds>][;revoked=<unix seconds>]
+//! hallmark1;name=<key name>;version=<n>;state=<state>;alg=<algorithm>;created=<unix seconds>[;activates=<unix seconds>][;retired=<unix seconds>][;revoked=<unix seconds>]
 //! ```
 //!
 //! and a CKA_ID equal to the 32-byte RFC 7638 thumbprint of the public key.
@@ -21,6 +21,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::algorithm::Algorithm;
 use super::{KeyName, KeyState};
 
 /// Prefix of every complete key version label.
@@ -39,6 +40,9 @@ pub struct KeyLabel {
     pub version: u32,
     /// Lifecycle state.
     pub state: KeyState,
+    /// Signature algorithm. Labels written before this field existed lack
+    /// it, and then the key type decides: RSA keys sign with RSA-PSS.
+    pub algorithm: Option<Algorithm>,
     /// Generation time, whole seconds.
     pub created: SystemTime,
     /// When the version starts, or started, to sign. Labels written before
@@ -72,12 +76,15 @@ impl KeyLabel {
 
     fn encode_with(&self, prefix: &str) -> String {
         let mut text = format!(
-            "{prefix}name={};version={};state={};created={}",
+            "{prefix}name={};version={};state={}",
             self.name,
             self.version,
             self.state.as_str(),
-            unix_seconds(self.created)
         );
+        if let Some(algorithm) = self.algorithm {
+            text.push_str(&format!(";alg={algorithm}"));
+        }
+        text.push_str(&format!(";created={}", unix_seconds(self.created)));
         for (key, time) in [
             ("activates", self.activates),
             ("retired", self.retired),
@@ -105,6 +112,7 @@ impl KeyLabel {
         let mut version = None;
         let mut state = None;
         let mut created = None;
+        let mut algorithm = None;
         let mut activates = None;
         let mut retired = None;
         let mut revoked = None;
@@ -120,6 +128,7 @@ impl KeyLabel {
                         KeyState::parse(value).ok_or_else(|| format!("unknown state {value:?}"))?,
                     )
                 }
+                "alg" => algorithm = Some(Algorithm::parse(value).map_err(|e| e.to_string())?),
                 "created" => created = Some(parse_time(key, value)?),
                 "activates" => activates = Some(parse_time(key, value)?),
                 "retired" => retired = Some(parse_time(key, value)?),
@@ -134,6 +143,7 @@ impl KeyLabel {
                 .filter(|v| *v > 0)
                 .ok_or_else(|| missing("version (a number from 1)"))?,
             state: state.ok_or_else(|| missing("state"))?,
+            algorithm,
             created: created.ok_or_else(|| missing("created"))?,
             activates,
             retired,
@@ -178,6 +188,7 @@ mod tests {
             name: KeyName::parse("default").expect("valid"),
             version: 3,
             state: KeyState::Retired,
+            algorithm: Some(Algorithm::EcdsaP256Sha256),
             created: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
             activates: Some(UNIX_EPOCH + Duration::from_secs(1_765_000_100)),
             retired: Some(UNIX_EPOCH + Duration::from_secs(1_765_086_400)),
@@ -191,8 +202,8 @@ mod tests {
         let text = label.encode();
         assert_eq!(
             text,
-            "hallmark1;name=default;version=3;state=retired;created=1765000000;\
-             activates=1765000100;retired=1765086400"
+            "hallmark1;name=default;version=3;state=retired;alg=ecdsa-p256-sha256;\
+             created=1765000000;activates=1765000100;retired=1765086400"
         );
         assert_eq!(
             KeyLabel::parse(&text),

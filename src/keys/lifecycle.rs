@@ -19,11 +19,12 @@ use cryptoki::session::Session;
 use cryptoki::types::Date;
 use tracing::{info, warn};
 
+use super::algorithm::{Algorithm, VerifyingKey};
 use super::label::{KeyLabel, Parsed, unix_seconds};
 use super::ring::{Snapshot, label_prefix, timeline};
-use super::{KeyName, KeyState, key_id_text, rsa_thumbprint};
+use super::{KeyName, KeyState, key_id_text};
 use crate::config::KeyPolicy;
-use crate::hsm::objects::{self, RsaKeyPair};
+use crate::hsm::objects::{self, KeyPair};
 use crate::hsm::{HsmError, Token};
 
 /// One change made to the token.
@@ -135,7 +136,7 @@ pub enum RotateMode {
 
 /// A Hallmark key pair in the token with its parsed label.
 struct Entry {
-    pair: RsaKeyPair,
+    pair: KeyPair,
     label: KeyLabel,
     key_id: String,
 }
@@ -153,17 +154,20 @@ impl Entry {
 /// Everything that the token holds for Hallmark, read in one pass.
 struct TokenState {
     entries: Vec<Entry>,
-    pending: Vec<RsaKeyPair>,
+    pending: Vec<KeyPair>,
 }
 
 impl TokenState {
     fn read(session: &Session) -> Result<Self, HsmError> {
         let mut entries = Vec::new();
         let mut pending = Vec::new();
-        for pair in objects::list_rsa_pairs(session, label_prefix())? {
+        for pair in objects::list_pairs(session, label_prefix())? {
             match KeyLabel::parse(&pair.label) {
                 Ok(Some(Parsed::Complete(label))) => {
-                    let key_id = key_id_text(&rsa_thumbprint(&pair.modulus, &pair.exponent));
+                    let Ok(public_key) = VerifyingKey::from_material(&pair.material) else {
+                        continue;
+                    };
+                    let key_id = key_id_text(&public_key.thumbprint());
                     entries.push(Entry {
                         pair,
                         label,
@@ -226,7 +230,11 @@ pub fn create_version(
         } else {
             KeyState::Active
         };
-        let created = generate(session, &state, name, bits, key_state, now, activates)?;
+        let spec = KeySpec {
+            algorithm: policy.algorithm,
+            bits,
+        };
+        let created = generate(session, &state, name, spec, key_state, now, activates)?;
         Ok(vec![created])
     })
 }
@@ -294,7 +302,7 @@ fn rotate_name(
                 session,
                 &state,
                 name,
-                policy.bits,
+                KeySpec::of(policy),
                 KeyState::Active,
                 now,
                 now,
@@ -312,7 +320,7 @@ fn rotate_name(
                 session,
                 &state,
                 name,
-                policy.bits,
+                KeySpec::of(policy),
                 KeyState::Active,
                 now,
                 now,
@@ -332,7 +340,7 @@ fn rotate_name(
                 session,
                 &state,
                 name,
-                policy.bits,
+                KeySpec::of(policy),
                 KeyState::Next,
                 now,
                 activates,
@@ -423,7 +431,7 @@ pub fn revoke(
                     session,
                     &state,
                     name,
-                    policy.bits,
+                    KeySpec::of(policy),
                     KeyState::Active,
                     now,
                     now,
@@ -471,8 +479,7 @@ pub fn list_versions(
     token: &Token,
     policies: &BTreeMap<KeyName, KeyPolicy>,
 ) -> Result<Snapshot, HsmError> {
-    let pairs =
-        token.with_admin_session(|session| objects::list_rsa_pairs(session, label_prefix()))?;
+    let pairs = token.with_admin_session(|session| objects::list_pairs(session, label_prefix()))?;
     Ok(Snapshot::build(pairs, policies))
 }
 
@@ -497,7 +504,7 @@ fn generate(
     session: &Session,
     state: &TokenState,
     name: &KeyName,
-    bits: u32,
+    spec: KeySpec,
     key_state: KeyState,
     now: SystemTime,
     activates: SystemTime,
@@ -506,6 +513,7 @@ fn generate(
         name: name.clone(),
         version: state.highest_version(name) + 1,
         state: key_state,
+        algorithm: Some(spec.algorithm),
         created: now,
         activates: Some(activates),
         retired: None,
@@ -514,15 +522,20 @@ fn generate(
     let temporary_id = session
         .generate_random_vec(16)
         .map_err(|e| HsmError::pkcs11("C_GenerateRandom", e))?;
-    let mut pair = objects::generate_rsa_pair(
+    let mut pair = objects::generate_pair(
         session,
-        bits,
+        spec.algorithm.key_kind(spec.bits),
         &label.encode_pending(),
         &temporary_id,
         pkcs11_date(now),
     )?;
     pause_point("generated");
-    let thumbprint = rsa_thumbprint(&pair.modulus, &pair.exponent);
+    let public_key =
+        VerifyingKey::from_material(&pair.material).map_err(|e| HsmError::MalformedObject {
+            label: pair.label.clone(),
+            reason: e.to_string(),
+        })?;
+    let thumbprint = public_key.thumbprint();
     objects::relabel(session, &mut pair, &label.encode(), &thumbprint)?;
     pause_point("labelled");
     let transition = Transition::Created {
@@ -532,7 +545,7 @@ fn generate(
         state: key_state,
     };
     info!(key_name = %name, version = label.version, key_id = %key_id_text(&thumbprint),
-        state = key_state.as_str(), bits, "key version created");
+        state = key_state.as_str(), algorithm = %spec.algorithm, "key version created");
     Ok(transition)
 }
 
@@ -570,14 +583,26 @@ fn relabel(session: &Session, entry: &Entry, label: &KeyLabel) -> Result<(), Hsm
     objects::relabel(session, &mut pair, &label.encode(), &id)
 }
 
-// NOTE: moves to `hsm::objects` with the other object operations.
-fn destroy(session: &Session, pair: &RsaKeyPair) -> Result<(), HsmError> {
-    for handle in [pair.private, pair.public] {
-        session
-            .destroy_object(handle)
-            .map_err(|e| HsmError::pkcs11("C_DestroyObject", e))?;
+fn destroy(session: &Session, pair: &KeyPair) -> Result<(), HsmError> {
+    objects::destroy_pair(session, pair)
+}
+
+/// The algorithm and, for RSA, the modulus size of a new version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Signature algorithm.
+    pub algorithm: Algorithm,
+    /// RSA modulus size in bits; ignored for other algorithms.
+    pub bits: u32,
+}
+
+impl KeySpec {
+    fn of(policy: &KeyPolicy) -> Self {
+        Self {
+            algorithm: policy.algorithm,
+            bits: policy.bits,
+        }
     }
-    Ok(())
 }
 
 /// Environment variable that names a lifecycle step at which a debug build

@@ -5,14 +5,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cryptoki::object::ObjectHandle;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::{BigUint, RsaPublicKey};
 use tracing::warn;
 
+use super::algorithm::{Algorithm, VerifyingKey};
 use super::label::{self, KeyLabel, Parsed};
-use super::{KeyName, KeyState, SaltSetting, key_id_text, rsa_thumbprint};
+use super::{KeyName, KeyState, SaltSetting, key_id_text};
 use crate::config::KeyPolicy;
-use crate::hsm::objects::RsaKeyPair;
+use crate::hsm::objects::KeyPair;
 
 /// One version of a named key, as read from the token.
 #[derive(Debug)]
@@ -25,10 +24,13 @@ pub struct KeyVersion {
     pub state: KeyState,
     /// RFC 7638 thumbprint, base64url without padding.
     pub key_id: String,
-    /// RSA modulus size in bits.
+    /// Signature algorithm.
+    pub algorithm: Algorithm,
+    /// Key size in bits: the RSA modulus size, or the curve's size.
     pub bits: u32,
-    /// PSS salt length that this version signs with, or `None` when the
-    /// configured salt does not fit the modulus.
+    /// PSS salt length that an RSA-PSS version signs with. `None` for
+    /// other algorithms, and for RSA-PSS when the configured salt does not
+    /// fit the modulus.
     pub salt_len: Option<usize>,
     /// Generation time.
     pub created_at: SystemTime,
@@ -39,7 +41,7 @@ pub struct KeyVersion {
     /// When verifiers should stop accepting this version.
     pub verify_until: SystemTime,
     /// The public key, used to check every signature before it is returned.
-    pub public_key: RsaPublicKey,
+    pub public_key: VerifyingKey,
     /// DER-encoded SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
     /// PEM-encoded SubjectPublicKeyInfo.
@@ -108,7 +110,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds a snapshot from the key pairs found in the token.
-    pub fn build(pairs: Vec<RsaKeyPair>, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
+    pub fn build(pairs: Vec<KeyPair>, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
         let mut snapshot = Self::default();
         for pair in pairs {
             match version_from_pair(&pair, policies) {
@@ -233,7 +235,7 @@ impl Snapshot {
 }
 
 fn version_from_pair(
-    pair: &RsaKeyPair,
+    pair: &KeyPair,
     policies: &BTreeMap<KeyName, KeyPolicy>,
 ) -> Result<KeyVersion, String> {
     let described = |reason: String| format!("key object {:?}: {reason}", pair.label);
@@ -250,32 +252,43 @@ fn version_from_pair(
         None => return Err(described("not a Hallmark key".into())),
     };
 
-    let thumbprint = rsa_thumbprint(&pair.modulus, &pair.exponent);
+    let public_key = VerifyingKey::from_material(&pair.material)
+        .map_err(|e| described(format!("invalid public key: {e}")))?;
+    let thumbprint = public_key.thumbprint();
     if pair.id != thumbprint {
         return Err(described(
             "CKA_ID is not the public key's thumbprint; the pair is incomplete or altered".into(),
         ));
     }
-    let public_key = RsaPublicKey::new(
-        BigUint::from_bytes_be(&pair.modulus),
-        BigUint::from_bytes_be(&pair.exponent),
-    )
-    .map_err(|e| described(format!("invalid RSA public key: {e}")))?;
+    let algorithm = match label.algorithm {
+        Some(algorithm) => algorithm,
+        // Labels without `alg` predate other key types: RSA means RSA-PSS.
+        None => *Algorithm::from_material(&pair.material)
+            .first()
+            .ok_or_else(|| described("no algorithm signs with this key type".into()))?,
+    };
+    algorithm
+        .check_material(&pair.material)
+        .map_err(|e| described(e.to_string()))?;
     let spki_der = public_key
-        .to_public_key_der()
-        .map_err(|e| described(format!("cannot encode SubjectPublicKeyInfo: {e}")))?
-        .into_vec();
+        .spki_der()
+        .map_err(|e| described(format!("cannot encode SubjectPublicKeyInfo: {e}")))?;
     let spki_pem = public_key
-        .to_public_key_pem(LineEnding::LF)
+        .spki_pem()
         .map_err(|e| described(format!("cannot encode PEM: {e}")))?;
 
     let default_policy = KeyPolicy::default();
     let policy = policies.get(&label.name).unwrap_or(&default_policy);
-    let bits = modulus_bits(&pair.modulus);
+    let bits = public_key.bits();
+    let salt_len = match algorithm {
+        Algorithm::RsaPssSha256 => policy.salt.len_for(bits),
+        _ => None,
+    };
     let times = timeline(&label, policy);
     Ok(KeyVersion {
         key_id: key_id_text(&thumbprint),
-        salt_len: policy.salt.len_for(bits),
+        algorithm,
+        salt_len,
         bits,
         created_at: label.created,
         activates_at: times.activates_at,
@@ -291,17 +304,6 @@ fn version_from_pair(
         version: label.version,
         state: label.state,
     })
-}
-
-/// Number of significant bits in a big-endian unsigned integer.
-fn modulus_bits(modulus: &[u8]) -> u32 {
-    match modulus.iter().position(|&b| b != 0) {
-        None => 0,
-        Some(first) => {
-            let rest = (modulus.len() - first - 1) as u32 * 8;
-            rest + (8 - modulus[first].leading_zeros())
-        }
-    }
 }
 
 /// The current snapshot, replaced whole on every refresh so that a request
@@ -341,7 +343,8 @@ pub fn salt_problems(snapshot: &Snapshot, policies: &BTreeMap<KeyName, KeyPolicy
         .iter()
         .filter_map(|(name, policy)| {
             let active = snapshot.active(name)?;
-            active.salt_len.is_none().then(|| {
+            let is_pss = active.algorithm == Algorithm::RsaPssSha256;
+            (is_pss && active.salt_len.is_none()).then(|| {
                 format!(
                     "keys.{name}.salt: {} does not fit version {} (RSA-{}), whose maximum PSS \
                      salt with SHA-256 is {} bytes",
@@ -358,16 +361,4 @@ pub fn salt_problems(snapshot: &Snapshot, policies: &BTreeMap<KeyName, KeyPolicy
 /// The label prefix shared by every object that Hallmark writes.
 pub(crate) fn label_prefix() -> &'static str {
     label::ANY_PREFIX
-}
-
-#[cfg(test)]
-mod tests {
-    use super::modulus_bits;
-
-    #[test]
-    fn modulus_bits_counts_significant_bits() {
-        assert_eq!(modulus_bits(&[0x80, 0, 0]), 24);
-        assert_eq!(modulus_bits(&[0, 0x01, 0]), 9);
-        assert_eq!(modulus_bits(&[]), 0);
-    }
 }

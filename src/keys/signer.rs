@@ -5,15 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
-use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::types::Ulong;
-use rsa::Pss;
-use sha2::Sha256;
 use tracing::{debug, error, warn};
 
+use super::algorithm::{self, Algorithm, AlgorithmError, SignatureEncoding};
 use super::ring::{KeyRing, KeyVersion, Snapshot, label_prefix};
-use super::{KeyName, KeyState, SHA256_LEN};
+use super::{KeyName, KeyState};
 
 /// Most reads of the token in one refresh while looking for two that agree.
 const MAX_TOKEN_READS: u32 = 10;
@@ -21,7 +17,7 @@ const MAX_TOKEN_READS: u32 = 10;
 const TOKEN_REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether two reads found the same objects with the same labels and IDs.
-fn same_objects(a: &[objects::RsaKeyPair], b: &[objects::RsaKeyPair]) -> bool {
+fn same_objects(a: &[objects::KeyPair], b: &[objects::KeyPair]) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
@@ -53,6 +49,20 @@ pub enum SignError {
         /// The conflict found.
         problem: String,
     },
+    /// The digest's length does not match the key's algorithm. Caller error.
+    #[error("key \"{name}\" signs {algorithm} and needs a {}-byte digest, not {length} bytes", algorithm.digest_len())]
+    DigestMismatch {
+        /// The key name.
+        name: KeyName,
+        /// The active version's algorithm.
+        algorithm: Algorithm,
+        /// The length of the digest that was sent.
+        length: usize,
+    },
+    /// Encoding or checking a signature failed in a way that is not the
+    /// token's fault, such as an out-of-range ECDSA value.
+    #[error(transparent)]
+    Algorithm(#[from] AlgorithmError),
     /// The configured salt does not fit the active version's modulus.
     #[error("the salt configured for key \"{name}\" does not fit version {version}")]
     SaltDoesNotFit {
@@ -76,8 +86,10 @@ pub enum SignError {
 /// A checked signature and the key version that made it.
 #[derive(Debug)]
 pub struct Signed {
-    /// RSASSA-PSS signature bytes.
+    /// Signature bytes, in the algorithm's encoding.
     pub signature: Vec<u8>,
+    /// The encoding of an ECDSA signature; `None` for other algorithms.
+    pub encoding: Option<SignatureEncoding>,
     /// The version that signed.
     pub key: Arc<KeyVersion>,
     /// When the signature was made.
@@ -160,10 +172,10 @@ impl Signer {
 
     /// Reads the Hallmark key pairs, ordered by private key handle so that
     /// two reads compare item by item.
-    async fn read_pairs(&self) -> Result<Vec<objects::RsaKeyPair>, HsmError> {
+    async fn read_pairs(&self) -> Result<Vec<objects::KeyPair>, HsmError> {
         let mut pairs = self
             .pool
-            .run(|session| objects::list_rsa_pairs(session, label_prefix()))
+            .run(|session| objects::list_pairs(session, label_prefix()))
             .await?;
         pairs.sort_by_key(|pair| pair.private.handle());
         Ok(pairs)
@@ -230,17 +242,18 @@ impl Signer {
     pub async fn sign(
         &self,
         name: &KeyName,
-        digest: [u8; SHA256_LEN],
+        digest: Vec<u8>,
+        encoding: SignatureEncoding,
     ) -> Result<Signed, SignError> {
         let key = self.active_version(name).await?;
-        match self.sign_with(name, key, digest).await {
+        match self.sign_with(name, key, digest.clone(), encoding).await {
             Err(SignError::Hsm(error)) if error.is_stale_handle() => {
                 // The version was destroyed or the token replaced since the
                 // last read. Read again and retry once with fresh handles.
                 warn!(%error, key_name = %name, "stale key handle; re-reading the token");
                 self.refresh_after_miss().await;
                 let key = self.active_version(name).await?;
-                self.sign_with(name, key, digest).await
+                self.sign_with(name, key, digest, encoding).await
             }
             other => other,
         }
@@ -250,24 +263,39 @@ impl Signer {
         &self,
         name: &KeyName,
         key: Arc<KeyVersion>,
-        digest: [u8; SHA256_LEN],
+        digest: Vec<u8>,
+        encoding: SignatureEncoding,
     ) -> Result<Signed, SignError> {
-        let salt_len = key.salt_len.ok_or_else(|| SignError::SaltDoesNotFit {
-            name: name.clone(),
-            version: key.version,
-        })?;
-        let s_len = Ulong::try_from(salt_len)
-            .map_err(|e| HsmError::TaskFailed(format!("salt length {salt_len}: {e}")))?;
+        let algorithm = key.algorithm;
+        if digest.len() != algorithm.digest_len() {
+            return Err(SignError::DigestMismatch {
+                name: name.clone(),
+                algorithm,
+                length: digest.len(),
+            });
+        }
+        let salt_len = key.salt_len;
+        if algorithm == Algorithm::RsaPssSha256 && salt_len.is_none() {
+            return Err(SignError::SaltDoesNotFit {
+                name: name.clone(),
+                version: key.version,
+            });
+        }
+        let input = algorithm::token_input(algorithm, &digest)?;
+        // Fails here, before the token is involved, if the parameters are
+        // invalid. The mechanism itself holds raw pointers and is not
+        // `Send`, so the blocking thread builds its own copy.
+        algorithm::mechanism(algorithm, salt_len)?;
         let private = key.private;
 
         let started = Instant::now();
-        let signature = self
+        let raw = self
             .pool
             .run(move |session| {
-                // `Mechanism` holds raw pointers and is not `Send`, so it is
-                // built on the blocking thread.
+                let mechanism = algorithm::mechanism(algorithm, salt_len)
+                    .map_err(|e| HsmError::TaskFailed(e.to_string()))?;
                 session
-                    .sign(&pss_mechanism(s_len), private, &digest)
+                    .sign(&mechanism, private, &input)
                     .map_err(|e| HsmError::pkcs11("C_Sign", e))
             })
             .await?;
@@ -276,9 +304,15 @@ impl Signer {
             .with_label_values(&[name.as_str()])
             .observe(started.elapsed().as_secs_f64());
 
-        let check =
-            key.public_key
-                .verify(Pss::new_with_salt::<Sha256>(salt_len), &digest, &signature);
+        let signature = algorithm::encode_signature(algorithm, raw, encoding)?;
+        let check = algorithm::verify(
+            &key.public_key,
+            algorithm,
+            salt_len,
+            &digest,
+            &signature,
+            encoding,
+        );
         if let Err(failure) = check {
             self.metrics
                 .self_check_failures
@@ -291,17 +325,9 @@ impl Signer {
         }
         Ok(Signed {
             signature,
+            encoding: algorithm.is_ecdsa().then_some(encoding),
             key,
             signed_at: SystemTime::now(),
         })
     }
-}
-
-/// Builds the raw RSASSA-PSS mechanism for a SHA-256 digest.
-fn pss_mechanism(s_len: Ulong) -> Mechanism<'static> {
-    Mechanism::RsaPkcsPss(PkcsPssParams {
-        hash_alg: MechanismType::SHA256,
-        mgf: PkcsMgfType::MGF1_SHA256,
-        s_len,
-    })
 }

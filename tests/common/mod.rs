@@ -36,6 +36,12 @@ impl TestToken {
         Self::create(&["--key-bits", &bits.to_string(), "--salt", salt])
     }
 
+    /// Creates a token whose default key signs with `algorithm`, with
+    /// RSA-2048 for the RSA algorithms.
+    pub fn with_algorithm(algorithm: &str) -> Self {
+        Self::create(&["--algorithm", algorithm, "--key-bits", "2048"])
+    }
+
     /// Creates a token with configuration but no key.
     pub fn without_key() -> Self {
         Self::create(&["--no-key"])
