@@ -64,6 +64,7 @@ class HallmarkServer:
     stderr_path: Path
     key_bits: int
     salt: str
+    algorithm: str = "rsa-pss-sha256"
     channel: grpc.Channel = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,11 +136,14 @@ class HallmarkServer:
             shutil.rmtree(self.socket_path.parent, ignore_errors=True)
 
 
-def create_token(token_dir: Path, key_bits: int, salt: str, binary: Path) -> None:
-    """Create a SoftHSM token with key "default" in token_dir using dev-token.sh."""
+def create_token(
+    token_dir: Path, key_bits: int, salt: str, binary: Path, algorithm: str = "rsa-pss-sha256"
+) -> None:
+    """Create a SoftHSM token in token_dir with dev-token.sh and a key "default" of algorithm."""
     env = dict(os.environ, HALLMARK_BIN=str(binary))
+    arguments = ["--algorithm", algorithm, "--key-bits", str(key_bits), "--salt", salt]
     result = subprocess.run(
-        ["bash", str(DEV_TOKEN_SCRIPT), "--key-bits", str(key_bits), "--salt", salt, str(token_dir)],
+        ["bash", str(DEV_TOKEN_SCRIPT), *arguments, str(token_dir)],
         env=env,
         capture_output=True,
         text=True,
@@ -147,7 +151,7 @@ def create_token(token_dir: Path, key_bits: int, salt: str, binary: Path) -> Non
     )
     if result.returncode != 0:
         raise RuntimeError(
-            f"dev-token.sh --key-bits {key_bits} --salt {salt} {token_dir} exited with "
+            f"dev-token.sh {' '.join(arguments)} {token_dir} exited with "
             f"{result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
 
@@ -185,10 +189,12 @@ def wait_until_serving(server: HallmarkServer) -> None:
     )
 
 
-def start_server(token_dir: Path, key_bits: int, salt: str) -> HallmarkServer:
-    """Create a token in token_dir, start `hallmark serve` on it and wait until SERVING."""
+def start_server(
+    token_dir: Path, key_bits: int, salt: str, algorithm: str = "rsa-pss-sha256"
+) -> HallmarkServer:
+    """Create a token whose default key uses algorithm, start `hallmark serve`, wait for SERVING."""
     binary = hallmark_binary()
-    create_token(token_dir, key_bits, salt, binary)
+    create_token(token_dir, key_bits, salt, binary, algorithm)
     socket_path = socket_path_for(token_dir)
     stderr_path = token_dir / "hallmark.stderr"
     command = [
@@ -207,7 +213,7 @@ def start_server(token_dir: Path, key_bits: int, salt: str) -> HallmarkServer:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
         )
-    server = HallmarkServer(token_dir, socket_path, process, stderr_path, key_bits, salt)
+    server = HallmarkServer(token_dir, socket_path, process, stderr_path, key_bits, salt, algorithm)
     wait_until_serving(server)
     return server
 
@@ -219,13 +225,15 @@ StartServer = Callable[..., HallmarkServer]
 def start_hallmark(tmp_path: Path) -> Iterator[StartServer]:
     """Start servers on fresh tokens under this test's tmp_path; stop them at teardown.
 
-    Call it as start_hallmark(key_bits=2048, salt="digest").
+    Call it as start_hallmark(key_bits=2048, salt="digest", algorithm="rsa-pss-sha256").
     """
     servers: list[HallmarkServer] = []
 
-    def start(key_bits: int = 2048, salt: str = "digest") -> HallmarkServer:
+    def start(
+        key_bits: int = 2048, salt: str = "digest", algorithm: str = "rsa-pss-sha256"
+    ) -> HallmarkServer:
         token_dir = tmp_path / f"token-{len(servers)}"
-        server = start_server(token_dir, key_bits, salt)
+        server = start_server(token_dir, key_bits, salt, algorithm)
         servers.append(server)
         return server
 
