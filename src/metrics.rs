@@ -40,7 +40,7 @@ pub struct Metrics {
     pub token_ready: IntGauge,
     /// `hallmark_sessions{state}`: pooled sessions by `idle` and `in_use`.
     pub sessions: IntGaugeVec,
-    /// `hallmark_key_versions{key_name,state}`: key versions in the token.
+    /// `hallmark_key_versions{key_name,state}`: published key versions.
     pub key_versions: IntGaugeVec,
     /// `hallmark_key_age_seconds{key_name}`: age of the active version.
     pub key_age: GaugeVec,
@@ -98,7 +98,7 @@ impl Metrics {
         let key_versions = IntGaugeVec::new(
             Opts::new(
                 "hallmark_key_versions",
-                "Key versions in the token by key name and state.",
+                "Published key versions by key name and state.",
             ),
             &["key_name", "state"],
         )?;

@@ -454,6 +454,7 @@ async fn rotation_loop(
 fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
     metrics.key_versions.reset();
     let now = SystemTime::now();
+    let published: Vec<_> = snapshot.published(now).collect();
     for name in config.keys.keys() {
         if let Some(active) = snapshot.active(name) {
             metrics
@@ -473,8 +474,7 @@ fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
             KeyState::Retired,
             KeyState::Revoked,
         ] {
-            let count = snapshot
-                .versions()
+            let count = published
                 .iter()
                 .filter(|v| &v.name == name && v.state == state)
                 .count();

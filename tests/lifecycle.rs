@@ -608,3 +608,52 @@ async fn crash_at_each_rotation_step_recovers() {
         );
     }
 }
+
+#[tokio::test]
+async fn service_rotates_on_schedule() {
+    let token = TestToken::new(2048, "digest");
+    token.append_config("rotation_period = \"4s\"\nprepublish = \"2s\"\n");
+    token.append_config("\n[rotation]\nenabled = true\ncheck_interval = \"1s\"\n");
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+    let v1 = key_id_of(&token, 1);
+    assert_eq!(signing_key_id(&mut client).await, v1);
+
+    // Version 2 is published two seconds before it takes over, and then signs.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut published_ahead = false;
+    loop {
+        let keys = client
+            .list_keys(pb::ListKeysRequest {})
+            .await
+            .expect("ListKeys")
+            .into_inner()
+            .keys;
+        if keys.iter().any(|k| k.state == KeyState::Next as i32) {
+            published_ahead = true;
+        }
+        if signing_key_id(&mut client).await != v1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation after 15 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        published_ahead,
+        "version 2 was published as NEXT before it signed"
+    );
+    assert_eq!(signing_key_id(&mut client).await, key_id_of(&token, 2));
+    let body = server.metrics().await;
+    assert_eq!(
+        common::sample(&body, r#"hallmark_key_rotations_total{key_name="default"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::sample(
+            &body,
+            r#"hallmark_key_versions{key_name="default",state="retired"}"#
+        ),
+        Some(1.0)
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::algorithm::{self, Algorithm, AlgorithmError, SignatureEncoding};
 use super::ring::{KeyRing, KeyVersion, Snapshot, label_prefix};
@@ -198,18 +198,22 @@ impl Signer {
     /// Counts rotations and revocations between two reads of the token, so
     /// that every instance counts them, whichever process made them.
     fn count_transitions(&self, before: &Snapshot, after: &Snapshot) {
+        // The first read of the token finds the existing state, not changes.
+        if before.versions().is_empty() {
+            return;
+        }
         for version in after.versions() {
             let name = version.name.as_str();
             let earlier = before.by_key_id(&version.key_id).map(|v| v.state);
-            if version.state == KeyState::Active
-                && earlier.is_some_and(|state| state != KeyState::Active)
-            {
+            if version.state == KeyState::Active && earlier != Some(KeyState::Active) {
                 self.metrics.rotations.with_label_values(&[name]).inc();
+                info!(key_name = name, version = version.version, key_id = %version.key_id,
+                    "key version now active");
             }
-            if version.state == KeyState::Revoked
-                && earlier.is_some_and(|state| state != KeyState::Revoked)
-            {
+            if version.state == KeyState::Revoked && earlier != Some(KeyState::Revoked) {
                 self.metrics.revocations.with_label_values(&[name]).inc();
+                info!(key_name = name, version = version.version, key_id = %version.key_id,
+                    "key version now revoked");
             }
         }
     }
