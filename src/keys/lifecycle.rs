@@ -124,10 +124,10 @@ impl fmt::Display for Transition {
     }
 }
 
-/// How `rotate` treats the schedule.
+/// The way `rotate` treats the schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RotateMode {
-    /// Publish and promote only when the schedule says so.
+    /// Publish and promote only when the schedule is due.
     Scheduled,
     /// Promote a new version now, whatever the schedule. For a suspected
     /// compromise or a test; the new version is not pre-published.
@@ -282,32 +282,11 @@ fn rotate_name(
     for stale in actives {
         let retired_at = newest.and_then(|n| n.label.activates).unwrap_or(now);
         retire(session, stale, retired_at)?;
-        done.push(
-            stale.transition(|name, version, key_id| Transition::Retired {
-                name,
-                version,
-                key_id,
-            }),
-        );
+        done.push(retired(stale));
     }
 
     let Some(active) = newest else {
-        // No ACTIVE version: promote NEXT, or start the name from scratch.
-        match next {
-            Some(next) => {
-                activate(session, next, now)?;
-                done.push(activated(next));
-            }
-            None => done.push(generate(
-                session,
-                &state,
-                name,
-                KeySpec::of(policy),
-                KeyState::Active,
-                now,
-                now,
-            )?),
-        }
+        done.push(replace_active(session, &state, name, policy, next, now)?);
         return Ok(done);
     };
 
@@ -326,13 +305,7 @@ fn rotate_name(
                 now,
             )?);
             retire(session, active, now)?;
-            done.push(
-                active.transition(|name, version, key_id| Transition::Retired {
-                    name,
-                    version,
-                    key_id,
-                }),
-            );
+            done.push(retired(active));
         }
         None if now >= publish_from => {
             let activates = due.max(now);
@@ -352,13 +325,7 @@ fn rotate_name(
             activate(session, next, now)?;
             done.push(activated(next));
             retire(session, active, now)?;
-            done.push(
-                active.transition(|name, version, key_id| Transition::Retired {
-                    name,
-                    version,
-                    key_id,
-                }),
-            );
+            done.push(retired(active));
         }
         _ => {}
     }
@@ -422,21 +389,7 @@ pub fn revoke(
                 .of_name(name)
                 .filter(|e| e.label.state == KeyState::Next)
                 .last();
-            match next {
-                Some(next) => {
-                    activate(session, next, now)?;
-                    done.push(activated(next));
-                }
-                None => done.push(generate(
-                    session,
-                    &state,
-                    name,
-                    KeySpec::of(policy),
-                    KeyState::Active,
-                    now,
-                    now,
-                )?),
-            }
+            done.push(replace_active(session, &state, name, policy, next, now)?);
         }
         Ok(done)
     })
@@ -547,6 +500,41 @@ fn generate(
     info!(key_name = %name, version = label.version, key_id = %key_id_text(&thumbprint),
         state = key_state.as_str(), algorithm = %spec.algorithm, "key version created");
     Ok(transition)
+}
+
+/// Gives a name without an ACTIVE version one: its NEXT version if it has
+/// one, else a new version.
+fn replace_active(
+    session: &Session,
+    state: &TokenState,
+    name: &KeyName,
+    policy: &KeyPolicy,
+    next: Option<&Entry>,
+    now: SystemTime,
+) -> Result<Transition, HsmError> {
+    match next {
+        Some(next) => {
+            activate(session, next, now)?;
+            Ok(activated(next))
+        }
+        None => generate(
+            session,
+            state,
+            name,
+            KeySpec::of(policy),
+            KeyState::Active,
+            now,
+            now,
+        ),
+    }
+}
+
+fn retired(entry: &Entry) -> Transition {
+    entry.transition(|name, version, key_id| Transition::Retired {
+        name,
+        version,
+        key_id,
+    })
 }
 
 fn activated(entry: &Entry) -> Transition {
