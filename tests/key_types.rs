@@ -13,10 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::TestToken;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::{AuthPin, Date};
+use cryptoki::session::Session;
+use cryptoki::types::Date;
 use hallmark::hsm::objects::{self, EcCurve, KeyKind, KeyPair, PublicKeyMaterial};
 use hallmark::keys::algorithm::{self, Algorithm, AlgorithmError, SignatureEncoding, VerifyingKey};
 use sha2::{Digest, Sha256, Sha384};
@@ -68,7 +67,7 @@ const CASES: [Case; 5] = [
 #[test]
 fn every_key_type_signs_and_verifies() {
     let token = TestToken::without_key();
-    let session = open_session(&token);
+    let session = common::open_session(&token);
     let work = tempfile::tempdir().expect("temporary directory");
 
     let mut pairs = Vec::new();
@@ -127,37 +126,6 @@ fn every_key_type_signs_and_verifies() {
             .expect("list")
             .is_empty()
     );
-}
-
-/// Loads SoftHSM with the token's configuration and logs in on a
-/// read-write session.
-fn open_session(token: &TestToken) -> Session {
-    let dir = token.dir.path();
-    let config = std::fs::read_to_string(token.config()).expect("config");
-    let module = config
-        .lines()
-        .find_map(|l| l.strip_prefix("module = "))
-        .expect("module line")
-        .trim_matches('"')
-        .to_owned();
-    // SAFETY: this binary runs one test, so no other thread reads the
-    // environment while it is set.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::env::set_var("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
-    };
-    let pin = std::fs::read_to_string(dir.join("user.pin")).expect("pin");
-
-    let pkcs11 = Pkcs11::new(module).expect("module loads");
-    pkcs11
-        .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .expect("initialize");
-    let slot = pkcs11.get_slots_with_token().expect("slots")[0];
-    let session = pkcs11.open_rw_session(slot).expect("session");
-    session
-        .login(UserType::User, Some(&AuthPin::from(pin.trim())))
-        .expect("login");
-    session
 }
 
 /// Generates the case's pair and checks that listing finds it with the

@@ -292,3 +292,40 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
         (name == series).then(|| value.parse().ok())?
     })
 }
+
+/// Loads SoftHSM into the test process with the token's configuration and
+/// logs in on a read-write session. SoftHSM reads its configuration once
+/// per process, so a test binary that calls this must run one test.
+pub fn open_session(token: &TestToken) -> cryptoki::session::Session {
+    let dir = token.dir.path();
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let module = config
+        .lines()
+        .find_map(|l| l.strip_prefix("module = "))
+        .expect("module line")
+        .trim_matches('"')
+        .to_owned();
+    // SAFETY: this binary runs one test, so no other thread reads the
+    // environment while it is set.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+    };
+    let pin = std::fs::read_to_string(dir.join("user.pin")).expect("pin");
+
+    let pkcs11 = cryptoki::context::Pkcs11::new(module).expect("module loads");
+    pkcs11
+        .initialize(cryptoki::context::CInitializeArgs::new(
+            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+        ))
+        .expect("initialize");
+    let slot = pkcs11.get_slots_with_token().expect("slots")[0];
+    let session = pkcs11.open_rw_session(slot).expect("session");
+    session
+        .login(
+            cryptoki::session::UserType::User,
+            Some(&cryptoki::types::AuthPin::from(pin.trim())),
+        )
+        .expect("login");
+    session
+}
