@@ -182,6 +182,28 @@ pub struct KeyPair {
 /// guess. Private keys of types that Hallmark never generates (DSA, DH, ...)
 /// are skipped.
 pub fn list_pairs(session: &Session, prefix: &str) -> Result<Vec<KeyPair>, HsmError> {
+    let listing = list_pairs_with_problems(session, prefix)?;
+    match listing.problems.into_iter().next() {
+        Some((_, error)) => Err(error),
+        None => Ok(listing.pairs),
+    }
+}
+
+/// The key pairs found in the token, and the objects that could not be
+/// read as a pair.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Complete pairs.
+    pub pairs: Vec<KeyPair>,
+    /// The private key label and the error of each object that is not a
+    /// usable pair.
+    pub problems: Vec<(String, HsmError)>,
+}
+
+/// Lists pairs like [`list_pairs`], but records a defective object as a
+/// problem instead of failing, so that one bad object cannot hide every
+/// other key. A failure of the token itself still fails the listing.
+pub fn list_pairs_with_problems(session: &Session, prefix: &str) -> Result<Listing, HsmError> {
     let privates = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -189,24 +211,43 @@ pub fn list_pairs(session: &Session, prefix: &str) -> Result<Vec<KeyPair>, HsmEr
         ])
         .map_err(|e| HsmError::pkcs11("C_FindObjects", e))?;
 
-    let mut pairs = Vec::new();
+    let mut listing = Listing::default();
     for private in privates {
-        let header = read_header(session, private)?;
+        let header = match read_header(session, private) {
+            Ok(header) => header,
+            // The object was destroyed after the search found it.
+            Err(error) if error.is_stale_handle() => continue,
+            Err(error) => return Err(error),
+        };
         if !header.label.starts_with(prefix) || !is_supported(header.key_type) {
             continue;
         }
-        let public = find_public(session, header.key_type, &header.label, &header.id)?;
-        let material = read_material(session, header.key_type, public, &header.label)?;
-        check_private_params(session, private, &material, &header.label)?;
-        pairs.push(KeyPair {
-            label: header.label,
-            id: header.id,
-            private,
-            public,
-            material,
-        });
+        match read_pair(session, private, &header) {
+            Ok(pair) => listing.pairs.push(pair),
+            Err(error) if error.is_token_unavailable() && !error.is_stale_handle() => {
+                return Err(error);
+            }
+            Err(error) => listing.problems.push((header.label.clone(), error)),
+        }
     }
-    Ok(pairs)
+    Ok(listing)
+}
+
+fn read_pair(
+    session: &Session,
+    private: ObjectHandle,
+    header: &Header,
+) -> Result<KeyPair, HsmError> {
+    let public = find_public(session, header.key_type, &header.label, &header.id)?;
+    let material = read_material(session, header.key_type, public, &header.label)?;
+    check_private_params(session, private, &material, &header.label)?;
+    Ok(KeyPair {
+        label: header.label.clone(),
+        id: header.id.clone(),
+        private,
+        public,
+        material,
+    })
 }
 
 /// Generates a key pair inside the token.

@@ -161,7 +161,11 @@ impl TokenState {
     fn read(session: &Session) -> Result<Self, HsmError> {
         let mut entries = Vec::new();
         let mut pending = Vec::new();
-        for pair in objects::list_pairs(session, label_prefix())? {
+        let listing = objects::list_pairs_with_problems(session, label_prefix())?;
+        for (label, error) in &listing.problems {
+            warn!(%label, %error, "skipping a defective key object");
+        }
+        for pair in listing.pairs {
             match KeyLabel::parse(&pair.label) {
                 Ok(Some(Parsed::Complete(label))) => {
                     let Ok(public_key) = VerifyingKey::from_material(&pair.material) else {
@@ -432,8 +436,9 @@ pub fn list_versions(
     token: &Token,
     policies: &BTreeMap<KeyName, KeyPolicy>,
 ) -> Result<Snapshot, HsmError> {
-    let pairs = token.with_admin_session(|session| objects::list_pairs(session, label_prefix()))?;
-    Ok(Snapshot::build(pairs, policies))
+    let listing = token
+        .with_admin_session(|session| objects::list_pairs_with_problems(session, label_prefix()))?;
+    Ok(Snapshot::from_listing(listing, policies))
 }
 
 /// Destroys pairs whose generation never finished. They never signed and

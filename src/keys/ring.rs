@@ -11,7 +11,8 @@ use super::algorithm::{Algorithm, VerifyingKey};
 use super::label::{self, KeyLabel, Parsed};
 use super::{KeyName, KeyState, SaltSetting, key_id_text};
 use crate::config::KeyPolicy;
-use crate::hsm::objects::KeyPair;
+use crate::hsm::HsmError;
+use crate::hsm::objects::{KeyPair, Listing};
 
 /// One version of a named key, as read from the token.
 #[derive(Debug)]
@@ -111,7 +112,32 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds a snapshot from the key pairs found in the token.
     pub fn build(pairs: Vec<KeyPair>, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
+        Self::from_listing(
+            Listing {
+                pairs,
+                problems: Vec::new(),
+            },
+            policies,
+        )
+    }
+
+    /// Builds a snapshot from a token listing. An object that has two
+    /// public keys where there must be one stops its key name from signing.
+    pub fn from_listing(listing: Listing, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
+        let Listing { pairs, problems } = listing;
         let mut snapshot = Self::default();
+        for (label, error) in problems {
+            let name = match KeyLabel::parse(&label) {
+                Ok(Some(Parsed::Complete(parsed) | Parsed::Pending(parsed))) => Some(parsed.name),
+                _ => None,
+            };
+            if let (Some(name), HsmError::Ambiguous { .. }) = (name, &error) {
+                snapshot.conflicts.insert(name, error.to_string());
+            }
+            snapshot
+                .problems
+                .push(format!("key object {label:?}: {error}"));
+        }
         for pair in pairs {
             match version_from_pair(&pair, policies) {
                 Ok(version) => snapshot.versions.push(Arc::new(version)),

@@ -17,7 +17,14 @@ const MAX_TOKEN_READS: u32 = 10;
 const TOKEN_REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether two reads found the same objects with the same labels and IDs.
-fn same_objects(a: &[objects::KeyPair], b: &[objects::KeyPair]) -> bool {
+fn same_objects(a: &objects::Listing, b: &objects::Listing) -> bool {
+    let problem_labels = |l: &objects::Listing| -> Vec<String> {
+        l.problems.iter().map(|(label, _)| label.clone()).collect()
+    };
+    problem_labels(a) == problem_labels(b) && same_pairs(&a.pairs, &b.pairs)
+}
+
+fn same_pairs(a: &[objects::KeyPair], b: &[objects::KeyPair]) -> bool {
     a.len() == b.len()
         && a.iter()
             .zip(b)
@@ -161,7 +168,7 @@ impl Signer {
             }
             tokio::time::sleep(TOKEN_REREAD_DELAY).await;
         };
-        let mut snapshot = Snapshot::build(pairs, &self.policies);
+        let mut snapshot = Snapshot::from_listing(pairs, &self.policies);
         let previous = self.ring.snapshot();
         for name in snapshot.carry_over_retired(&previous) {
             debug!(key_name = %name, "successor of the retired version not visible yet");
@@ -172,13 +179,14 @@ impl Signer {
 
     /// Reads the Hallmark key pairs, ordered by private key handle so that
     /// two reads compare item by item.
-    async fn read_pairs(&self) -> Result<Vec<objects::KeyPair>, HsmError> {
-        let mut pairs = self
+    async fn read_pairs(&self) -> Result<objects::Listing, HsmError> {
+        let mut listing = self
             .pool
-            .run(|session| objects::list_pairs(session, label_prefix()))
+            .run(|session| objects::list_pairs_with_problems(session, label_prefix()))
             .await?;
-        pairs.sort_by_key(|pair| pair.private.handle());
-        Ok(pairs)
+        listing.pairs.sort_by_key(|pair| pair.private.handle());
+        listing.problems.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listing)
     }
 
     /// Re-reads the token after a failed lookup, unless another request did
