@@ -7,8 +7,10 @@
 # Steps, each skipped when it is already done:
 #   1. create .venv in the repository root with `python3 -m venv`
 #      (on Debian, installs python3-venv with apt-get when running as root);
-#   2. pip install examples/requirements.txt and tests/interop/requirements.txt
-#      (again whenever either file changes);
+#   2. pip install examples/requirements.txt and tests/interop/requirements.txt,
+#      and the client package clients/python in editable mode with its test
+#      extras (again whenever one of those files or clients/python/pyproject.toml
+#      changes);
 #   3. generate Python gRPC stubs from proto/ into .venv/hallmark-stubs/
 #      (again whenever a .proto file is newer than the stubs or grpcio-tools
 #      changed) and add that folder to the venv's sys.path with a .pth file,
@@ -23,6 +25,7 @@ venv=$repo/.venv
 python=${PYTHON:-python3}
 stubs=$venv/hallmark-stubs
 requirements=("$repo/examples/requirements.txt" "$repo/tests/interop/requirements.txt")
+client_package=$repo/clients/python
 
 log() { echo "python-env: $*" >&2; }
 
@@ -66,7 +69,7 @@ create_venv() {
 
 install_requirements() {
   local stamp=$venv/.hallmark-requirements.sha256 wanted
-  wanted=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
+  wanted=$(cat "${requirements[@]}" "$client_package/pyproject.toml" | sha256sum | cut -d' ' -f1)
   if [[ -f "$stamp" && $(cat "$stamp") == "$wanted" ]]; then
     return
   fi
@@ -75,6 +78,8 @@ install_requirements() {
   local args=()
   for file in "${requirements[@]}"; do args+=(-r "$file"); done
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}" >&2
+  log "installing $client_package in editable mode"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$client_package[test]" >&2
   echo "$wanted" > "$stamp"
 }
 
@@ -118,4 +123,6 @@ generate_stubs
 install_pth
 "$venv/bin/python" -c 'from hallmark.v1 import signer_pb2, signer_pb2_grpc' \
   || { log "the generated stubs in $stubs do not import; delete $venv and run this script again"; exit 70; }
+"$venv/bin/python" -c 'import hallmark_client' \
+  || { log "hallmark_client does not import from $client_package; delete $venv and run this script again"; exit 70; }
 echo "$venv"

@@ -3,7 +3,8 @@
 #   1. Rust unit and integration tests; each integration test creates its
 #      own SoftHSM token and starts a real `hallmark serve`;
 #   2. Python interop tests, which check the service's signatures with
-#      Python `cryptography` and the `openssl` CLI.
+#      Python `cryptography`, the `openssl` CLI and `jwcrypto`;
+#   3. the Python client package's tests, against real servers.
 #
 # Installs what a fresh Debian machine lacks (SoftHSM2, OpenSSL, the Python
 # venv module) and creates the virtual environment in .venv.
@@ -24,3 +25,7 @@ cargo test --locked --all-targets
 echo "==> Python interop tests"
 scripts/python-env.sh >/dev/null
 HALLMARK_BIN="$repo/target/debug/hallmark" "$repo/.venv/bin/python" -m pytest tests/interop "$@"
+
+# A separate run, because both test folders have a conftest.py module.
+echo "==> Python client package tests"
+HALLMARK_BIN="$repo/target/debug/hallmark" "$repo/.venv/bin/python" -m pytest clients/python/tests "$@"

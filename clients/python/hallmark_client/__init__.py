@@ -1,0 +1,61 @@
+"""Client for Hallmark, the gRPC signing sidecar for ML model outputs.
+
+``Client`` signs output manifests through a Hallmark server and returns
+signed output documents; ``Verifier`` checks such documents against the
+server's JWKS, including key revocation, key validity, output age and replay.
+"""
+
+from hallmark_client.canonical import CANONICALIZATIONS, JCS, PYTHON_SORT_KEYS, canonicalize
+from hallmark_client.client import Client, KeyInfo
+from hallmark_client.errors import (
+    BadSignature,
+    DeadlineExceededError,
+    ExpiredKey,
+    HallmarkError,
+    InvalidRequestError,
+    InvalidResponseError,
+    KeyNotConfiguredError,
+    KeySetError,
+    MalformedDocument,
+    NoActiveKeyError,
+    ReplayedOutput,
+    RequestTooLargeError,
+    RevokedKey,
+    SigningFailedError,
+    StaleOutput,
+    UnavailableError,
+    UnknownKey,
+    VerificationError,
+)
+from hallmark_client.verifier import Verdict, Verifier
+
+__all__ = [
+    "CANONICALIZATIONS",
+    "JCS",
+    "PYTHON_SORT_KEYS",
+    "BadSignature",
+    "Client",
+    "DeadlineExceededError",
+    "ExpiredKey",
+    "HallmarkError",
+    "InvalidRequestError",
+    "InvalidResponseError",
+    "KeyInfo",
+    "KeyNotConfiguredError",
+    "KeySetError",
+    "MalformedDocument",
+    "NoActiveKeyError",
+    "ReplayedOutput",
+    "RequestTooLargeError",
+    "RevokedKey",
+    "SigningFailedError",
+    "StaleOutput",
+    "UnavailableError",
+    "UnknownKey",
+    "Verdict",
+    "Verifier",
+    "VerificationError",
+    "canonicalize",
+]
+
+__version__ = "0.1.0"

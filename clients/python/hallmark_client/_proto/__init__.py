@@ -1,0 +1,1 @@
+"""Generated from proto/ by clients/python/regenerate.sh; do not edit."""
