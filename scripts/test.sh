@@ -18,12 +18,15 @@ cd "$repo"
 echo "==> checking system packages"
 scripts/install-deps.sh
 
+echo "==> Python environment"
+scripts/python-env.sh >/dev/null
+
 echo "==> Rust tests"
 cargo build --locked --bin hallmark
-cargo test --locked --all-targets
+# The JCS tests cross-check against the rfc8785 package in the venv.
+HALLMARK_RFC8785_PYTHON="$repo/.venv/bin/python" cargo test --locked --all-targets
 
 echo "==> Python interop tests"
-scripts/python-env.sh >/dev/null
 HALLMARK_BIN="$repo/target/debug/hallmark" "$repo/.venv/bin/python" -m pytest tests/interop "$@"
 
 # A separate run, because both test folders have a conftest.py module.

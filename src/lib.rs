@@ -10,6 +10,7 @@
 //! [`config`], [`metrics`] and [`server`] tie them together for the
 //! `hallmark` binary.
 
+pub mod canon;
 pub mod cli;
 pub mod config;
 pub mod grpc;
