@@ -370,22 +370,12 @@ pub fn revoke(
             return Ok(Vec::new());
         }
         let was_active = entry.label.state == KeyState::Active;
-        let mut label = entry.label.clone();
-        label.state = KeyState::Revoked;
-        label.revoked = Some(now);
+        let mut done = Vec::new();
         if was_active {
-            label.retired = Some(now);
-        }
-        relabel(session, entry, &label)?;
-        let mut done = vec![
-            entry.transition(|name, version, key_id| Transition::Revoked {
-                name,
-                version,
-                key_id,
-            }),
-        ];
-
-        if was_active {
+            // The replacement becomes ACTIVE before the revocation, so that
+            // the name never lacks a signing version: key generation takes
+            // long enough for running instances to read the token between
+            // the two steps. The newest ACTIVE version signs meanwhile.
             let name = &entry.label.name;
             let default_policy = KeyPolicy::default();
             let policy = policies.get(name).unwrap_or(&default_policy);
@@ -395,6 +385,21 @@ pub fn revoke(
                 .last();
             done.push(replace_active(session, &state, name, policy, next, now)?);
         }
+
+        let mut label = entry.label.clone();
+        label.state = KeyState::Revoked;
+        label.revoked = Some(now);
+        if was_active {
+            label.retired = Some(now);
+        }
+        relabel(session, entry, &label)?;
+        done.push(
+            entry.transition(|name, version, key_id| Transition::Revoked {
+                name,
+                version,
+                key_id,
+            }),
+        );
         Ok(done)
     })
 }
