@@ -203,6 +203,19 @@ impl Signer {
         self.ring.snapshot()
     }
 
+    /// Re-reads the token unless another request already replaced `seen`,
+    /// the snapshot whose handles went stale. Each stale snapshot therefore
+    /// costs one read, however many requests hit it.
+    async fn refresh_if_current(&self, seen: &Arc<Snapshot>) {
+        let mut last = self.last_refresh.lock().await;
+        if Arc::ptr_eq(&self.ring.snapshot(), seen) {
+            match self.read_token().await {
+                Ok(_) => *last = Some(Instant::now()),
+                Err(error) => warn!(%error, "re-reading keys after a stale handle failed"),
+            }
+        }
+    }
+
     /// Counts rotations and revocations between two reads of the token, so
     /// that every instance counts them, whichever process made them.
     fn count_transitions(&self, before: &Snapshot, after: &Snapshot) {
@@ -258,12 +271,15 @@ impl Signer {
         encoding: SignatureEncoding,
     ) -> Result<Signed, SignError> {
         let key = self.active_version(name).await?;
+        let used = self.ring.snapshot();
         match self.sign_with(name, key, digest.clone(), encoding).await {
             Err(SignError::Hsm(error)) if error.is_stale_handle() => {
-                // The version was destroyed or the token replaced since the
-                // last read. Read again and retry once with fresh handles.
+                // Another process changed or destroyed the object since the
+                // last read; SoftHSM, for one, gives an object a new handle
+                // when another process relabels it. Read again and retry
+                // once with fresh handles.
                 warn!(%error, key_name = %name, "stale key handle; re-reading the token");
-                self.refresh_after_miss().await;
+                self.refresh_if_current(&used).await;
                 let key = self.active_version(name).await?;
                 self.sign_with(name, key, digest, encoding).await
             }
