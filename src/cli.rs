@@ -252,7 +252,7 @@ fn create(token: &Token, config: &Config, name: Option<&str>, bits: Option<&str>
     }
     report_transitions(
         keys::create_version(token, &name, policy, bits, SystemTime::now()),
-        "nothing created",
+        "nothing created: the key already has a NEXT version",
     )
 }
 

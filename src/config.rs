@@ -426,6 +426,14 @@ impl<'a> Builder<'a> {
                 .unwrap_or(DEFAULT_REFRESH_INTERVAL),
         };
 
+        for (name, policy) in &keys {
+            if policy.verify_grace < refresh_interval {
+                self.problem(format!(
+                    "keys.{name}.verify_grace must be at least signing.refresh_interval, \
+                     because an instance may sign with a retired version until its next refresh"
+                ));
+            }
+        }
         let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
         let rotation_check_interval = match raw.rotation.check_interval {
             None => DEFAULT_ROTATION_CHECK_INTERVAL,
@@ -873,6 +881,21 @@ mod tests {
                 || joined.contains("is longer than the maximum of 36500d"),
             "{joined}"
         );
+    }
+
+    #[test]
+    fn grace_shorter_than_refresh_is_rejected() {
+        let text = MINIMAL.replace("[keys.default]", "[keys.default]\nverify_grace = \"10s\"");
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("keys.default.verify_grace must be at least"));
+
+        let ok = parse_with(
+            &text,
+            &[(ENV_REFRESH_INTERVAL, "10s")],
+            &Overrides::default(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

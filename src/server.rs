@@ -371,7 +371,13 @@ async fn refresh_loop(
         };
         first = false;
         let ready = match &snapshot {
-            Ok(snapshot) => snapshot.active(&config.default_key).is_some(),
+            Ok(snapshot) => {
+                let default_key = &config.default_key;
+                if let Some(problem) = snapshot.conflict(default_key) {
+                    warn!(%problem, "default key has conflicting objects");
+                }
+                snapshot.active(default_key).is_some() && snapshot.conflict(default_key).is_none()
+            }
             Err(error) => {
                 warn!(%error, "re-reading keys from the token failed");
                 false

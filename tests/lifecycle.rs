@@ -167,6 +167,7 @@ fn sleep_until_epoch(seconds: u64) {
 fn schedule_publishes_promotes_and_destroys() {
     let token = TestToken::new(2048, "digest");
     token.append_config("rotation_period = \"8s\"\nprepublish = \"4s\"\nverify_grace = \"2s\"\n");
+    set_refresh_interval(&token, "1s");
     let start = epoch_seconds(list(&token)[0]["activates_at"].as_str().expect("time"));
 
     assert_eq!(run(&token, &["keys", "rotate"], 0), "nothing is due\n");
@@ -667,5 +668,64 @@ async fn service_rotates_on_schedule() {
             r#"hallmark_key_versions{key_name="default",state="retired"}"#
         ),
         Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn versions_keep_their_salt() {
+    let token = TestToken::new(2048, "digest");
+    run(&token, &["keys", "rotate", "--force"], 0);
+    let path = token.config();
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, text.replace("salt = \"digest\"", "salt = \"max\"")).expect("config");
+    run(&token, &["keys", "rotate", "--force"], 0);
+
+    let salts: Vec<(u64, u64)> = list(&token)
+        .iter()
+        .map(|v| {
+            let version = v["version"].as_u64().expect("version");
+            (version, v["pss_salt_length"].as_u64().expect("salt"))
+        })
+        .collect();
+    assert_eq!(salts, vec![(1, 32), (2, 32), (3, 222)]);
+}
+
+#[test]
+fn second_next_version_is_not_created() {
+    let token = TestToken::new(2048, "digest");
+    let first = run(&token, &["keys", "create"], 0);
+    assert!(first.ends_with(") as next\n"), "{first}");
+    assert_eq!(
+        run(&token, &["keys", "create"], 0),
+        "nothing created: the key already has a NEXT version\n"
+    );
+    assert_eq!(
+        states(&token),
+        vec![(1, "active".into()), (2, "next".into())]
+    );
+}
+
+#[tokio::test]
+async fn jwks_reports_revocation_time() {
+    let token = TestToken::new(2048, "digest");
+    run(&token, &["keys", "rotate", "--force"], 0);
+    let v1 = key_id_of(&token, 1);
+    // Retirement and revocation fall in different seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    run(&token, &["keys", "revoke", &v1], 0);
+
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let jwks = server.jwks().await;
+    let revoked = &jwks["hallmark_revoked"][0];
+    assert_eq!(revoked["kid"], v1.as_str());
+    let retired_at = list(&token)[0]["rotates_at"]
+        .as_str()
+        .expect("time")
+        .to_owned();
+    let revoked_at = revoked["hallmark_revoked_at"].as_str().expect("time");
+    assert!(
+        epoch_seconds(revoked_at) > epoch_seconds(&retired_at),
+        "revocation time {revoked_at} is after retirement {retired_at}"
     );
 }

@@ -468,7 +468,11 @@ async fn regular_file_at_socket_path_is_kept() {
 async fn overdue_active_key_stays_published() {
     let token = TestToken::new(2048, "digest");
     token.append_config("rotation_period = \"1s\"\nprepublish = \"0s\"\nverify_grace = \"1s\"\n");
-    let server = TestServer::start(&token);
+    let server = TestServer::start_with(
+        &token,
+        "127.0.0.1:0",
+        &[("HALLMARK_REFRESH_INTERVAL", "500ms")],
+    );
     server.wait_serving(Duration::from_secs(30)).await;
     let mut client = server.client().await;
 

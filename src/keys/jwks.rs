@@ -21,7 +21,7 @@ pub fn document(snapshot: &Snapshot, now: SystemTime) -> Value {
                 "kid": version.key_id,
                 "hallmark_key_name": version.name.as_str(),
                 "hallmark_version": version.version,
-                "hallmark_revoked_at": rfc3339(version.rotates_at),
+                "hallmark_revoked_at": rfc3339(version.revoked_at.unwrap_or(version.rotates_at)),
             }));
         } else {
             keys.push(Value::Object(jwk(version)));

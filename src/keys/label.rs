@@ -4,7 +4,7 @@
 //! the form
 //!
 //! ```text
-//! hallmark1;name=<key name>;version=<n>;state=<state>;alg=<algorithm>;created=<unix seconds>[;activates=<unix seconds>][;retired=<unix seconds>][;revoked=<unix seconds>]
+//! hallmark1;name=<key name>;version=<n>;state=<state>;alg=<algorithm>[;salt=<bytes>];created=<unix seconds>[;activates=<unix seconds>][;retired=<unix seconds>][;revoked=<unix seconds>]
 //! ```
 //!
 //! and a CKA_ID equal to the 32-byte RFC 7638 thumbprint of the public key.
@@ -43,6 +43,10 @@ pub struct KeyLabel {
     /// Signature algorithm. Labels written before this field existed lack
     /// it, and then the key type decides: RSA keys sign with RSA-PSS.
     pub algorithm: Option<Algorithm>,
+    /// PSS salt length in bytes, for RSA-PSS versions. Stored so that a
+    /// version keeps its salt when the configuration changes. Labels
+    /// without it take the configured salt.
+    pub salt: Option<u32>,
     /// Generation time, whole seconds.
     pub created: SystemTime,
     /// When the version starts, or started, to sign. Labels written before
@@ -84,6 +88,9 @@ impl KeyLabel {
         if let Some(algorithm) = self.algorithm {
             text.push_str(&format!(";alg={algorithm}"));
         }
+        if let Some(salt) = self.salt {
+            text.push_str(&format!(";salt={salt}"));
+        }
         text.push_str(&format!(";created={}", unix_seconds(self.created)));
         for (key, time) in [
             ("activates", self.activates),
@@ -113,6 +120,7 @@ impl KeyLabel {
         let mut state = None;
         let mut created = None;
         let mut algorithm = None;
+        let mut salt = None;
         let mut activates = None;
         let mut retired = None;
         let mut revoked = None;
@@ -129,6 +137,7 @@ impl KeyLabel {
                     )
                 }
                 "alg" => algorithm = Some(Algorithm::parse(value).map_err(|e| e.to_string())?),
+                "salt" => salt = Some(parse_number(key, value)?),
                 "created" => created = Some(parse_time(key, value)?),
                 "activates" => activates = Some(parse_time(key, value)?),
                 "retired" => retired = Some(parse_time(key, value)?),
@@ -144,6 +153,7 @@ impl KeyLabel {
                 .ok_or_else(|| missing("version (a number from 1)"))?,
             state: state.ok_or_else(|| missing("state"))?,
             algorithm,
+            salt,
             created: created.ok_or_else(|| missing("created"))?,
             activates,
             retired,
@@ -189,6 +199,7 @@ mod tests {
             version: 3,
             state: KeyState::Retired,
             algorithm: Some(Algorithm::EcdsaP256Sha256),
+            salt: None,
             created: UNIX_EPOCH + Duration::from_secs(1_765_000_000),
             activates: Some(UNIX_EPOCH + Duration::from_secs(1_765_000_100)),
             retired: Some(UNIX_EPOCH + Duration::from_secs(1_765_086_400)),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::algorithm::{Algorithm, VerifyingKey};
 use super::label::{KeyLabel, Parsed, unix_seconds};
 use super::ring::{Snapshot, label_prefix, timeline};
-use super::{KeyName, KeyState, key_id_text};
+use super::{KeyName, KeyState, SaltSetting, key_id_text};
 use crate::config::KeyPolicy;
 use crate::hsm::objects::{self, KeyPair};
 use crate::hsm::{HsmError, Token};
@@ -221,6 +221,10 @@ pub fn create_version(
     let now = whole_seconds(now);
     token.with_admin_session(|session| {
         let state = TokenState::read(session)?;
+        // One NEXT version at a time keeps promotion in version order.
+        if state.of_name(name).any(|e| e.label.state == KeyState::Next) {
+            return Ok(Vec::new());
+        }
         let active = state
             .of_name(name)
             .filter(|e| e.label.state == KeyState::Active)
@@ -235,8 +239,8 @@ pub fn create_version(
             KeyState::Active
         };
         let spec = KeySpec {
-            algorithm: policy.algorithm,
             bits,
+            ..KeySpec::of(policy)
         };
         let created = generate(session, &state, name, spec, key_state, now, activates)?;
         Ok(vec![created])
@@ -472,11 +476,25 @@ fn generate(
     now: SystemTime,
     activates: SystemTime,
 ) -> Result<Transition, HsmError> {
+    let salt = match spec.algorithm {
+        Algorithm::RsaPssSha256 => {
+            let len = spec
+                .salt
+                .len_for(spec.bits)
+                .ok_or_else(|| HsmError::MalformedObject {
+                    label: name.to_string(),
+                    reason: format!("salt {} does not fit an RSA-{} key", spec.salt, spec.bits),
+                })?;
+            u32::try_from(len).ok()
+        }
+        _ => None,
+    };
     let label = KeyLabel {
         name: name.clone(),
         version: state.highest_version(name) + 1,
         state: key_state,
         algorithm: Some(spec.algorithm),
+        salt,
         created: now,
         activates: Some(activates),
         retired: None,
@@ -592,6 +610,8 @@ pub struct KeySpec {
     pub algorithm: Algorithm,
     /// RSA modulus size in bits; ignored for other algorithms.
     pub bits: u32,
+    /// PSS salt setting; used only for RSA-PSS.
+    pub salt: SaltSetting,
 }
 
 impl KeySpec {
@@ -599,6 +619,7 @@ impl KeySpec {
         Self {
             algorithm: policy.algorithm,
             bits: policy.bits,
+            salt: policy.salt,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct KeyVersion {
     pub created_at: SystemTime,
     /// When the version starts, or started, to sign.
     pub activates_at: SystemTime,
+    /// When the version was revoked, for revoked versions.
+    pub revoked_at: Option<SystemTime>,
     /// When signing moves to the next version.
     pub rotates_at: SystemTime,
     /// When verifiers should stop accepting this version.
@@ -306,8 +308,17 @@ fn version_from_pair(
     let default_policy = KeyPolicy::default();
     let policy = policies.get(&label.name).unwrap_or(&default_policy);
     let bits = public_key.bits();
-    let salt_len = match algorithm {
-        Algorithm::RsaPssSha256 => policy.salt.len_for(bits),
+    let salt_len = match (algorithm, label.salt) {
+        (Algorithm::RsaPssSha256, Some(salt)) => {
+            let salt = salt as usize;
+            if salt > SaltSetting::max_len(bits) {
+                return Err(described(format!(
+                    "salt of {salt} bytes does not fit an RSA-{bits} key"
+                )));
+            }
+            Some(salt)
+        }
+        (Algorithm::RsaPssSha256, None) => policy.salt.len_for(bits),
         _ => None,
     };
     let times = timeline(&label, policy);
@@ -318,6 +329,7 @@ fn version_from_pair(
         bits,
         created_at: label.created,
         activates_at: times.activates_at,
+        revoked_at: label.revoked,
         rotates_at: times.rotates_at,
         verify_until: times.verify_until,
         previous_key_id: None,
