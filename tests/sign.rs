@@ -413,29 +413,73 @@ async fn second_instance_on_live_socket_fails() {
 }
 
 #[tokio::test]
-async fn salt_too_long_for_key_fails_start() {
+async fn configured_salt_applies_to_new_versions() {
     let token = TestToken::new(2048, "digest");
-    // The configuration allows this salt for new 4096-bit versions, but the
-    // active version in the token is RSA-2048, whose maximum is 222 bytes.
+    // Salt 300 is valid for new 4096-bit versions but would not fit the
+    // RSA-2048 version 1, which keeps the 32-byte salt in its label.
     let config = std::fs::read_to_string(token.config()).expect("config");
     let config = config
         .replace("bits = 2048", "bits = 4096")
         .replace("salt = \"digest\"", "salt = 300");
     std::fs::write(token.config(), config).expect("config written");
 
-    let output = token.hallmark(&[
-        "serve",
-        "--listen",
+    let server = TestServer::start_with(
+        &token,
         "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(output.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("keys.default.salt: 300 does not fit version 1 (RSA-2048), whose maximum PSS salt with SHA-256 is 222 bytes"),
-        "{stderr}"
+        &[("HALLMARK_REFRESH_INTERVAL", "200ms")],
     );
+    server.wait_serving(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+    let digest = Sha256::digest(MANIFEST).to_vec();
+    let first = client
+        .sign(sign_request(digest.clone(), "v1"))
+        .await
+        .expect("Sign succeeds")
+        .into_inner();
+    assert_eq!(first.key.expect("key").pss_salt_length, 32);
+
+    let rotated = token.hallmark(&["keys", "rotate", "--force"]);
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let response = client
+            .sign(sign_request(digest.clone(), "v2"))
+            .await
+            .expect("Sign succeeds")
+            .into_inner();
+        if response.key.as_ref().map(|k| k.version) == Some(2) {
+            break response;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "version 2 never signed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let key = second.key.expect("key");
+    assert_eq!(key.pss_salt_length, 300);
+    assert_eq!(key.key_bits, 4096);
+    let keys = client
+        .list_keys(pb::ListKeysRequest {})
+        .await
+        .expect("ListKeys succeeds")
+        .into_inner()
+        .keys;
+    let published = keys
+        .iter()
+        .find(|k| k.key_id == key.key_id)
+        .expect("published");
+    public_key(&published.public_key_der)
+        .verify(
+            Pss::new_with_salt::<Sha256>(300),
+            &digest,
+            &second.signature,
+        )
+        .expect("signature verifies with salt 300");
 }
 
 #[tokio::test]
