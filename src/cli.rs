@@ -17,6 +17,9 @@ pub const EXIT_CONFIG: u8 = 64;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// Exit code for a key ID that matches no version (sysexits EX_DATAERR).
 pub const EXIT_NOT_FOUND: u8 = 65;
+/// Exit code for an operation undone because another process made the same
+/// change at the same time; running it again succeeds (sysexits EX_TEMPFAIL).
+pub const EXIT_RETRY: u8 = 75;
 /// Exit code for a failure to bind or serve (sysexits EX_IOERR).
 pub const EXIT_IO: u8 = 74;
 
@@ -331,6 +334,7 @@ pub fn hsm_exit_code(error: &HsmError) -> u8 {
         HsmError::ModuleMissing { .. }
         | HsmError::ModuleLoad { .. }
         | HsmError::TokenAmbiguous { .. } => EXIT_CONFIG,
+        HsmError::ConcurrentChange { .. } => EXIT_RETRY,
         _ => EXIT_UNAVAILABLE,
     }
 }

@@ -729,3 +729,50 @@ async fn jwks_reports_revocation_time() {
         "revocation time {revoked_at} is after retirement {retired_at}"
     );
 }
+
+#[test]
+fn concurrent_rotations_leave_one_copy() {
+    let token = TestToken::new(2048, "digest");
+    for round in 0..4 {
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(HALLMARK)
+                    .args(["keys", "rotate", "--force", "--config"])
+                    .arg(token.config())
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("hallmark starts")
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().expect("hallmark ends");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            match output.status.code() {
+                Some(0) => {}
+                Some(75) => assert!(
+                    stderr.contains("at the same time; run the command again"),
+                    "{stderr}"
+                ),
+                // Both processes may also collide on the token files while
+                // reading, which SoftHSM reports as an unavailable token.
+                Some(69) => {}
+                other => panic!("round {round}: exit {other:?}: {stderr}"),
+            }
+        }
+        let listed = states(&token);
+        let actives = listed.iter().filter(|(_, s)| s == "active").count();
+        assert!(actives >= 1, "round {round}: {listed:?}");
+    }
+
+    // Whatever the interleaving, one scheduled run leaves one signing copy.
+    run(&token, &["keys", "rotate"], 0);
+    let listed = states(&token);
+    let signing: Vec<u64> = listed
+        .iter()
+        .filter(|(_, s)| s == "active" || s == "next")
+        .map(|(v, _)| *v)
+        .collect();
+    assert_eq!(signing.len(), 1, "{listed:?}");
+}

@@ -75,6 +75,13 @@ pub enum HsmError {
         /// The object that was looked up.
         what: String,
     },
+    /// Another process changed the same objects at the same time. The
+    /// operation was undone and can be run again.
+    #[error("another process created {what} at the same time; run the command again")]
+    ConcurrentChange {
+        /// The object that both processes created.
+        what: String,
+    },
     /// A lookup found several objects where exactly one must exist.
     #[error("{count} objects match {what}; remove the duplicates")]
     Ambiguous {

@@ -182,7 +182,13 @@ impl TokenState {
                 Ok(None) | Err(_) => {}
             }
         }
-        entries.sort_by_key(|e| (e.label.name.clone(), e.label.version));
+        // Within a version, the copy with the smallest key ID sorts last, so
+        // that `last` and `pop` choose it when concurrent runs made copies.
+        entries.sort_by(|a, b| {
+            (&a.label.name, a.label.version)
+                .cmp(&(&b.label.name, b.label.version))
+                .then_with(|| b.key_id.cmp(&a.key_id))
+        });
         Ok(Self { entries, pending })
     }
 
@@ -284,6 +290,14 @@ fn rotate_name(
         .of_name(name)
         .filter(|e| e.label.state == KeyState::Next)
         .last();
+    // Repair: a name has at most one NEXT version.
+    for extra in state.of_name(name).filter(|e| {
+        e.label.state == KeyState::Next
+            && Some(e.key_id.as_str()) != next.map(|n| n.key_id.as_str())
+    }) {
+        retire(session, extra, now)?;
+        done.push(retired(extra));
+    }
 
     // Repair: the newest ACTIVE version signs, so retire the older ones.
     let newest = actives.pop();
@@ -519,6 +533,8 @@ fn generate(
     let thumbprint = public_key.thumbprint();
     objects::relabel(session, &mut pair, &label.encode(), &thumbprint)?;
     pause_point("labelled");
+    let key_id = key_id_text(&thumbprint);
+    yield_to_concurrent_creation(session, name, label.version, &key_id, &pair)?;
     let transition = Transition::Created {
         name: name.clone(),
         version: label.version,
@@ -528,6 +544,52 @@ fn generate(
     info!(key_name = %name, version = label.version, key_id = %key_id_text(&thumbprint),
         state = key_state.as_str(), algorithm = %spec.algorithm, "key version created");
     Ok(transition)
+}
+
+/// Checks that no other process created the same version at the same time.
+///
+/// PKCS#11 has no lock that spans processes, so two rotations that start
+/// together both pick the same version number. A process that sees the
+/// other copy here retires its own if it has the larger key ID, and fails
+/// so that it can be run again. The retired copy stays published, so any
+/// signature it made still verifies. SoftHSM can show another process's
+/// new objects late, so both copies may survive; the next rotation then
+/// retires all but the one with the smallest key ID.
+fn yield_to_concurrent_creation(
+    session: &Session,
+    name: &KeyName,
+    version: u32,
+    key_id: &str,
+    pair: &KeyPair,
+) -> Result<(), HsmError> {
+    let state = TokenState::read(session)?;
+    let rival = state
+        .of_name(name)
+        .filter(|e| e.label.version == version && e.key_id != key_id)
+        .map(|e| e.key_id.as_str())
+        .min();
+    match rival {
+        Some(rival) if rival < key_id => {
+            warn!(key_name = %name, version, %key_id, %rival,
+                "another process created the same version; retiring this copy");
+            let mut label = state
+                .of_name(name)
+                .find(|e| e.key_id == key_id)
+                .map(|e| e.label.clone())
+                .ok_or_else(|| HsmError::NotFound {
+                    what: format!("key version with key ID {key_id}"),
+                })?;
+            label.state = KeyState::Retired;
+            label.retired = Some(label.created);
+            let mut copy = pair.clone();
+            let id = copy.id.clone();
+            objects::relabel(session, &mut copy, &label.encode(), &id)?;
+            Err(HsmError::ConcurrentChange {
+                what: format!("key {name} version {version}"),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Gives a name without an ACTIVE version one: its NEXT version if it has

@@ -150,10 +150,16 @@ impl Snapshot {
             .versions
             .sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         snapshot.link_neighbours();
+        // Two copies of one version that may both sign make the choice a
+        // guess. Retired and revoked copies only stay published, so they
+        // are harmless; the rotator retires all but one signing copy.
+        let signing = |v: &KeyVersion| matches!(v.state, KeyState::Next | KeyState::Active);
         for pair in snapshot.versions.windows(2) {
-            if pair[0].name == pair[1].name && pair[0].version == pair[1].version {
+            let same_version = pair[0].name == pair[1].name && pair[0].version == pair[1].version;
+            if same_version && signing(&pair[0]) && signing(&pair[1]) {
                 let problem = format!(
-                    "key {} has two objects for version {}; remove one",
+                    "key {} has two objects for version {}; run `hallmark keys rotate` to \
+                     retire all but one",
                     pair[0].name, pair[0].version
                 );
                 snapshot.conflicts.insert(pair[0].name.clone(), problem);
