@@ -471,6 +471,12 @@ fn update_key_gauges(config: &Config, snapshot: &Snapshot, metrics: &Metrics) {
                 .key_rotation_due
                 .with_label_values(&[name.as_str()])
                 .set(-signed_seconds(active.rotates_at, now));
+        } else {
+            // Without an active version the last values would mislead.
+            let _ = metrics.key_age.remove_label_values(&[name.as_str()]);
+            let _ = metrics
+                .key_rotation_due
+                .remove_label_values(&[name.as_str()]);
         }
     }
     for name in config.keys.keys() {

@@ -155,12 +155,16 @@ impl Entry {
 struct TokenState {
     entries: Vec<Entry>,
     pending: Vec<KeyPair>,
+    /// Versions of complete pairs that were skipped as defective. Their
+    /// numbers stay taken, so that a new version never repeats one.
+    skipped: Vec<(KeyName, u32)>,
 }
 
 impl TokenState {
     fn read(session: &Session) -> Result<Self, HsmError> {
         let mut entries = Vec::new();
         let mut pending = Vec::new();
+        let mut skipped = Vec::new();
         let listing = objects::list_pairs_with_problems(session, label_prefix())?;
         for (label, error) in &listing.problems {
             warn!(%label, %error, "skipping a defective key object");
@@ -171,7 +175,15 @@ impl TokenState {
                     let Ok(public_key) = VerifyingKey::from_material(&pair.material) else {
                         continue;
                     };
-                    let key_id = key_id_text(&public_key.thumbprint());
+                    let thumbprint = public_key.thumbprint();
+                    // The service skips such pairs, so the lifecycle must too,
+                    // or the two would disagree on which version signs.
+                    if pair.id != thumbprint {
+                        warn!(label = %pair.label, "skipping a key object whose CKA_ID is not its thumbprint");
+                        skipped.push((label.name, label.version));
+                        continue;
+                    }
+                    let key_id = key_id_text(&thumbprint);
                     entries.push(Entry {
                         pair,
                         label,
@@ -189,7 +201,11 @@ impl TokenState {
                 .cmp(&(&b.label.name, b.label.version))
                 .then_with(|| b.key_id.cmp(&a.key_id))
         });
-        Ok(Self { entries, pending })
+        Ok(Self {
+            entries,
+            pending,
+            skipped,
+        })
     }
 
     fn of_name<'a>(&'a self, name: &'a KeyName) -> impl Iterator<Item = &'a Entry> + 'a {
@@ -205,7 +221,12 @@ impl TokenState {
                 Ok(Some(Parsed::Pending(label))) if &label.name == name => Some(label.version),
                 _ => None,
             });
-        complete.chain(pending).max().unwrap_or(0)
+        let skipped = self
+            .skipped
+            .iter()
+            .filter(|(skipped_name, _)| skipped_name == name)
+            .map(|(_, version)| *version);
+        complete.chain(pending).chain(skipped).max().unwrap_or(0)
     }
 }
 
