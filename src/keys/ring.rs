@@ -112,17 +112,6 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from the key pairs found in the token.
-    pub fn build(pairs: Vec<KeyPair>, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
-        Self::from_listing(
-            Listing {
-                pairs,
-                problems: Vec::new(),
-            },
-            policies,
-        )
-    }
-
     /// Builds a snapshot from a token listing. An object that has two
     /// public keys where there must be one stops its key name from signing.
     pub fn from_listing(listing: Listing, policies: &BTreeMap<KeyName, KeyPolicy>) -> Self {
@@ -245,7 +234,7 @@ impl Snapshot {
     /// passed.
     ///
     /// An ACTIVE version stays published past its own verify-until time,
-    /// because it still signs when nobody rotated it. Verifiers must never
+    /// because it still signs when no rotation has run. Verifiers must never
     /// meet a signature whose key they cannot find.
     pub fn published(&self, now: SystemTime) -> impl Iterator<Item = &Arc<KeyVersion>> {
         self.versions.iter().filter(move |v| {
@@ -351,7 +340,7 @@ fn version_from_pair(
 }
 
 /// The current snapshot, replaced whole on every refresh so that a request
-/// sees one consistent read of the token.
+/// uses one consistent read of the token.
 #[derive(Debug, Default)]
 pub struct KeyRing {
     current: RwLock<Arc<Snapshot>>,
@@ -402,7 +391,7 @@ pub fn salt_problems(snapshot: &Snapshot, policies: &BTreeMap<KeyName, KeyPolicy
         .collect()
 }
 
-/// The label prefix shared by every object that Hallmark writes.
+/// Returns the label prefix shared by every object that Hallmark writes.
 pub(crate) fn label_prefix() -> &'static str {
     label::ANY_PREFIX
 }
