@@ -362,7 +362,7 @@ def run_verification(lines: list[str], key_set: dict[str, PublishedKey]) -> tupl
     counts = verify_lines(lines, key_set, sys.stdout)
     print(f"consumer: {counts.verified} verified, {counts.rejected} rejected")
     if counts.verified == 0 and counts.rejected == 0:
-        print("consumer: the input holds no signed records; run examples/model_service.py first", file=sys.stderr)
+        print("consumer: the input contains no signed records; run examples/model_service.py first", file=sys.stderr)
         return 1, {"verified": 0, "rejected": 0}
     return (1 if counts.rejected else 0), {"verified": counts.verified, "rejected": counts.rejected}
 
@@ -375,7 +375,7 @@ def run_tamper_demo(lines: list[str], key_set: dict[str, PublishedKey]) -> tuple
         print(f"consumer: the first record is not valid JSON: {error}", file=sys.stderr)
         return 1, {}
     if record is None:
-        print("consumer: the input holds no signed records to tamper with", file=sys.stderr)
+        print("consumer: the input contains no signed records to tamper with", file=sys.stderr)
         return 1, {}
     reason = rejection_reason(record, key_set)
     if reason is not None:

@@ -72,7 +72,7 @@ fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 if [[ -e "$dir/softhsm2.conf" ]]; then
-  echo "$dir already holds a token; choose an empty directory" >&2
+  echo "$dir already contains a token; choose an empty directory" >&2
   exit 73
 fi
 mkdir -p "$dir/tokens"

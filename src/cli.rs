@@ -133,7 +133,7 @@ pub enum KeysCommand {
 }
 
 impl Command {
-    /// The configuration file and flag overrides of this command.
+    /// Returns the configuration file and flag overrides of this command.
     pub fn config_source(&self) -> (&PathBuf, Overrides) {
         match self {
             Command::Serve(args) => (
@@ -327,7 +327,7 @@ pub fn report_hsm(error: &HsmError) -> ExitCode {
     ExitCode::from(hsm_exit_code(error))
 }
 
-/// The exit code for an HSM error: a wrong module path or selector is a
+/// Returns the exit code for an HSM error: a wrong module path or selector is a
 /// configuration problem, anything else means the token is unavailable.
 pub fn hsm_exit_code(error: &HsmError) -> u8 {
     match error {
@@ -339,7 +339,7 @@ pub fn hsm_exit_code(error: &HsmError) -> u8 {
     }
 }
 
-/// The exit code for a failure of `serve`.
+/// Returns the exit code for a failure of `serve`.
 pub fn serve_exit_code(error: &ServeError) -> u8 {
     match error {
         ServeError::Config(_) => EXIT_CONFIG,

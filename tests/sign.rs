@@ -520,7 +520,7 @@ async fn overdue_active_key_stays_published() {
     server.wait_serving(Duration::from_secs(30)).await;
     let mut client = server.client().await;
 
-    // Nobody rotates, so the active version is past its verify-until time.
+    // No rotation runs, so the active version is past its verify-until time.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let signed = client
         .sign(sign_request(vec![3; 32], "overdue"))

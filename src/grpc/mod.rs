@@ -138,7 +138,7 @@ impl Drop for Outcome<'_> {
     }
 }
 
-/// The metric label for a key name that failed validation.
+/// Returns the metric label for a key name that failed validation.
 fn label_for_raw_name(raw: &str, config: &Config) -> String {
     if raw.is_empty() {
         return config.default_key.as_str().to_owned();

@@ -45,7 +45,7 @@ impl From<SignError> for Status {
     }
 }
 
-/// The canonical upper-case name of a gRPC code, as used in metric labels.
+/// Returns the canonical upper-case name of a gRPC code, as used in metric labels.
 pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",

@@ -124,7 +124,7 @@ impl HsmError {
         }
     }
 
-    /// Whether an object handle no longer names an object, because the
+    /// Returns whether an object handle no longer names an object, because the
     /// object was destroyed or the token was replaced. A fresh lookup may
     /// find the object again under a new handle.
     pub fn is_stale_handle(&self) -> bool {
@@ -134,7 +134,7 @@ impl HsmError {
         )
     }
 
-    /// Whether the token itself is gone or unusable, as opposed to a
+    /// Returns whether the token itself is gone or unusable, as opposed to a
     /// problem with one request.
     pub fn is_token_unavailable(&self) -> bool {
         self.is_stale_handle()

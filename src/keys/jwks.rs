@@ -1,6 +1,6 @@
 //! The published key set as a JWKS document (RFC 7517).
 //!
-//! `keys` holds every NEXT, ACTIVE and RETIRED version that verifiers should
+//! `keys` contains every NEXT, ACTIVE and RETIRED version that verifiers should
 //! trust. REVOKED versions are left out of `keys`, so that a consumer that
 //! reads only the standard member can never accept them, and are listed
 //! without key material in the `hallmark_revoked` member instead.

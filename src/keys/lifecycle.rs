@@ -570,7 +570,7 @@ fn generate(
 /// Checks that no other process created the same version at the same time.
 ///
 /// PKCS#11 has no lock that spans processes, so two rotations that start
-/// together both pick the same version number. A process that sees the
+/// together both pick the same version number. A process that finds the
 /// other copy here retires its own if it has the larger key ID, and fails
 /// so that it can be run again. The retired copy stays published, so any
 /// signature it made still verifies. SoftHSM can show another process's

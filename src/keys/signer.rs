@@ -16,7 +16,7 @@ const MAX_TOKEN_READS: u32 = 10;
 /// Pause between reads that disagreed, so that a concurrent change can end.
 const TOKEN_REREAD_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Whether two reads found the same objects with the same labels and IDs.
+/// Returns whether two reads found the same objects with the same labels and IDs.
 fn same_objects(a: &objects::Listing, b: &objects::Listing) -> bool {
     let problem_labels = |l: &objects::Listing| -> Vec<String> {
         l.problems.iter().map(|(label, _)| label.clone()).collect()
@@ -49,7 +49,7 @@ pub enum SignError {
         /// The key name.
         name: KeyName,
     },
-    /// The token holds conflicting objects for the key name, so choosing one
+    /// The token contains conflicting objects for the key name, so choosing one
     /// would be a guess. Operator error: remove the duplicate.
     #[error("{problem}")]
     Conflict {
@@ -130,12 +130,12 @@ impl Signer {
         }
     }
 
-    /// The session pool.
+    /// Returns the session pool.
     pub fn pool(&self) -> &Arc<SessionPool> {
         &self.pool
     }
 
-    /// The key versions from the most recent refresh.
+    /// Returns the key versions from the most recent refresh.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.ring.snapshot()
     }

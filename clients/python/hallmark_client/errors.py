@@ -39,7 +39,7 @@ class RequestTooLargeError(HallmarkError):
 
 
 class NoActiveKeyError(HallmarkError):
-    """FAILED_PRECONDITION: the key has no active version, or the token holds duplicate objects."""
+    """FAILED_PRECONDITION: the key has no active version, or the token contains duplicate objects."""
 
 
 class UnavailableError(HallmarkError):
@@ -49,7 +49,7 @@ class UnavailableError(HallmarkError):
 
 
 class DeadlineExceededError(HallmarkError):
-    """DEADLINE_EXCEEDED: no answer within the client's timeout; retry with backoff."""
+    """DEADLINE_EXCEEDED: no response within the client's timeout; retry with backoff."""
 
     retryable = True
 

@@ -97,7 +97,8 @@ def test_unreachable_server_raises_unavailable(tmp_path) -> None:
     with Client(f"unix:{tmp_path}/absent.sock", timeout=1.0) as client:
         with pytest.raises(UnavailableError) as raised:
             client.sign_output(sample_manifest())
-    assert raised.value.code == "UNAVAILABLE" and raised.value.retryable
+    assert raised.value.code == "UNAVAILABLE"
+    assert raised.value.retryable
 
 
 def test_host_port_target(start_hallmark) -> None:

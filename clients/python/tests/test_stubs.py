@@ -60,4 +60,5 @@ def test_regeneration_reproduces_the_committed_files(tmp_path: Path) -> None:
     fresh_files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
     assert committed_files == fresh_files
     _, mismatch, errors = filecmp.cmpfiles(STUBS_DIR, fresh, [str(p) for p in committed_files], shallow=False)
-    assert not mismatch and not errors, f"stale generated files {mismatch + errors}; run clients/python/regenerate.sh"
+    assert not mismatch, f"stale generated files {mismatch}; run clients/python/regenerate.sh"
+    assert not errors, f"unreadable generated files {errors}; run clients/python/regenerate.sh"
