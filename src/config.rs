@@ -637,10 +637,10 @@ impl<'a> Builder<'a> {
                 policy.rotation_period = d;
             }
         }
-        if let Some(text) = raw.prepublish {
-            if let Some(d) = self.duration(&format!("keys.{name}.prepublish"), &text) {
-                policy.prepublish = d;
-            }
+        if let Some(text) = raw.prepublish
+            && let Some(d) = self.duration(&format!("keys.{name}.prepublish"), &text)
+        {
+            policy.prepublish = d;
         }
         if policy.prepublish >= policy.rotation_period {
             self.problem(format!(
@@ -648,10 +648,10 @@ impl<'a> Builder<'a> {
                  so that each version signs for a while before its successor is published"
             ));
         }
-        if let Some(text) = raw.verify_grace {
-            if let Some(d) = self.duration(&format!("keys.{name}.verify_grace"), &text) {
-                policy.verify_grace = d;
-            }
+        if let Some(text) = raw.verify_grace
+            && let Some(d) = self.duration(&format!("keys.{name}.verify_grace"), &text)
+        {
+            policy.verify_grace = d;
         }
         policy
     }

@@ -9,16 +9,30 @@
 //!
 //! [`config`], [`metrics`] and [`server`] tie them together for the
 //! `hallmark` binary.
+//!
+//! The consumer side stands apart: [`verify`] checks signed outputs against
+//! a published key set, and [`canon`] serializes manifests canonically.
+//! Neither reaches PKCS#11. Building with `default-features = false` leaves
+//! out the `server` feature and everything above that needs it.
 
 pub mod canon;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod grpc;
+#[cfg(feature = "server")]
 pub mod hsm;
+#[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod secret;
+#[cfg(feature = "server")]
 pub mod server;
+pub mod verify;
 
 /// Generated protobuf types and gRPC stubs for `hallmark.v1`.
 #[allow(missing_docs, clippy::all)]

@@ -13,18 +13,13 @@ mod signer;
 
 use std::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sha2::{Digest as _, Sha256};
-
 pub use lifecycle::{
     RotateMode, Transition, create_version, destroy_expired, list_versions, revoke, rotate,
 };
 pub use ring::{KeyRing, KeyVersion, Snapshot, Timeline, salt_problems, timeline};
 pub use signer::{SignError, Signed, Signer};
 
-/// Length in bytes of a SHA-256 digest.
-pub const SHA256_LEN: usize = 32;
+pub use crate::verify::algorithm::{SHA256_LEN, key_id_text, rsa_thumbprint};
 
 /// A key name: 1 to 63 characters from `a-z`, `0-9`, `.`, `_` and `-`,
 /// starting with a letter or digit. The limits keep names safe inside token
@@ -164,27 +159,11 @@ impl KeyState {
     }
 }
 
-/// The RFC 7638 JWK SHA-256 thumbprint of an RSA public key.
-///
-/// The input is the JSON object with the required members in lexicographic
-/// order and no whitespace: `{"e":…,"kty":"RSA","n":…}`, where `e` and `n`
-/// are the unsigned big-endian integers in base64url without padding.
-pub fn rsa_thumbprint(modulus: &[u8], exponent: &[u8]) -> [u8; SHA256_LEN] {
-    let json = format!(
-        r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(exponent),
-        URL_SAFE_NO_PAD.encode(modulus)
-    );
-    Sha256::digest(json.as_bytes()).into()
-}
-
-/// Encodes a thumbprint as a key ID: base64url without padding.
-pub fn key_id_text(thumbprint: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(thumbprint)
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,3 @@
+//! Verification of signed outputs against a published key set.
+
+pub mod algorithm;
