@@ -15,12 +15,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
 
+    // The client commands talk to a server or read published keys, and
+    // need neither the configuration nor the token.
+    match &cli.command {
+        Command::Sign(args) => return cli::sign::run(args),
+        Command::Verify(args) => return cli::verify::run(args),
+        Command::Serve(_) | Command::Keys(_) => {}
+    }
     let config = match cli::load_config(&cli.command) {
-        Ok(config) => config,
-        Err(error) => {
+        Some(Ok(config)) => config,
+        Some(Err(error)) => {
             eprintln!("error: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
+        None => return ExitCode::from(EXIT_CONFIG),
     };
     // SAFETY: no other thread exists yet. The runtime starts below, and the
     // tracing subscriber does not spawn threads.
@@ -32,6 +40,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
+        Command::Sign(_) | Command::Verify(_) => ExitCode::from(EXIT_CONFIG),
     }
 }
 

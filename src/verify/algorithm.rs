@@ -627,6 +627,29 @@ pub fn verify(
     }
 }
 
+/// Returns the bytes that identify a verified signature for replay
+/// detection. An ECDSA signature `(r, s)` is also valid as `(r, n - s)`
+/// and in both encodings, so all four forms map to `r || min(s, n - s)` in
+/// P1363. Other signatures identify themselves: RSA signatures must be
+/// below the modulus, and strict Ed25519 refuses non-canonical `S`.
+///
+/// Call it only after [`verify`] accepted the signature; an undecodable
+/// ECDSA signature returns its own bytes.
+pub fn signature_identity(
+    algorithm: Algorithm,
+    signature: &[u8],
+    encoding: SignatureEncoding,
+) -> Vec<u8> {
+    let low_s = match algorithm {
+        Algorithm::EcdsaP256Sha256 => p256_signature(signature, encoding)
+            .map(|sig| sig.normalize_s().unwrap_or(sig).to_bytes().to_vec()),
+        Algorithm::EcdsaP384Sha384 => p384_signature(signature, encoding)
+            .map(|sig| sig.normalize_s().unwrap_or(sig).to_bytes().to_vec()),
+        _ => None,
+    };
+    low_s.unwrap_or_else(|| signature.to_vec())
+}
+
 /// Encodes `r || s` (two halves of equal length) as the DER
 /// `SEQUENCE { INTEGER r, INTEGER s }`, each INTEGER minimal: leading zero
 /// bytes dropped, and one zero byte added where the first remaining byte
@@ -953,6 +976,33 @@ mod tests {
              MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n\
              -----END PUBLIC KEY-----\n"
         );
+    }
+
+    #[test]
+    fn spki_round_trips_for_every_key_type() {
+        let p256 = VerifyingKey::p256(&ec_point(
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        ));
+        let p384 = VerifyingKey::p384(&ec_point(
+            "_D83ZedSietuYGusRzPX1uXOe9MB9IQ1Le9NWSTCbqrgqrSEt-2tpfrhHCOpbbur",
+            "3vvQ63uRaw86qcg_NPzVplei8BT6rSSk03vsB8ZBWICC9c8Ob3uddxMLWtbc7a9I",
+        ));
+        let point = <[u8; 32]>::try_from(b64("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"))
+            .unwrap_or_default();
+        let ed25519 = VerifyingKey::ed25519(&point);
+        let rsa = VerifyingKey::rsa(&[0xc5; 256], &[1, 0, 1]);
+        for key in [p256, p384, ed25519, rsa] {
+            let key = key.expect("valid public key");
+            let der = key.spki_der().expect("encodes");
+            let pem = key.spki_pem().expect("encodes");
+            assert_eq!(VerifyingKey::from_spki_der(&der).ok(), Some(key.clone()));
+            assert_eq!(VerifyingKey::from_spki_pem(&pem).ok(), Some(key));
+        }
+        assert!(matches!(
+            VerifyingKey::from_spki_der(&[0x30, 0x00]),
+            Err(AlgorithmError::UnsupportedPublicKey)
+        ));
     }
 
     #[test]

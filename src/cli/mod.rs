@@ -1,4 +1,10 @@
-//! Command-line interface: argument parsing and the key commands.
+//! Command-line interface: argument parsing, the key commands, and the
+//! client commands `sign` and `verify`.
+
+mod client;
+mod input;
+pub mod sign;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +58,11 @@ pub enum Command {
     /// Manage signing keys in the token.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Sign manifests with a running Hallmark and print the signed outputs.
+    Sign(sign::SignArgs),
+    /// Verify signed outputs and print a verdict for each; exits 1 if any
+    /// is rejected.
+    Verify(verify::VerifyArgs),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -133,9 +144,10 @@ pub enum KeysCommand {
 }
 
 impl Command {
-    /// Returns the configuration file and flag overrides of this command.
-    pub fn config_source(&self) -> (&PathBuf, Overrides) {
-        match self {
+    /// Returns the configuration file and flag overrides of this command,
+    /// or `None` for the client commands, which read no configuration.
+    pub fn config_source(&self) -> Option<(&PathBuf, Overrides)> {
+        Some(match self {
             Command::Serve(args) => (
                 &args.config.config,
                 Overrides {
@@ -150,14 +162,16 @@ impl Command {
                 | KeysCommand::Revoke { config, .. }
                 | KeysCommand::DestroyExpired { config },
             ) => (&config.config, Overrides::default()),
-        }
+            Command::Sign(_) | Command::Verify(_) => return None,
+        })
     }
 }
 
-/// Loads the configuration named by the command.
-pub fn load_config(command: &Command) -> Result<Config, ConfigError> {
-    let (path, overrides) = command.config_source();
-    config::load(path, &config::ProcessEnv, &overrides)
+/// Loads the configuration named by the command, or returns `None` for a
+/// command that reads none.
+pub fn load_config(command: &Command) -> Option<Result<Config, ConfigError>> {
+    let (path, overrides) = command.config_source()?;
+    Some(config::load(path, &config::ProcessEnv, &overrides))
 }
 
 /// Runs a `keys` subcommand. These are short, blocking administrative
