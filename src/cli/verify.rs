@@ -60,10 +60,6 @@ pub struct VerifyArgs {
 
 /// Runs `hallmark verify`.
 pub fn run(args: &VerifyArgs) -> ExitCode {
-    let documents = match read_documents(&args.input) {
-        Ok(documents) => documents,
-        Err(exit) => return exit,
-    };
     let verifier = match build_verifier(args) {
         Ok(verifier) => verifier,
         Err(error) => {
@@ -76,6 +72,10 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
                 SetupError::ReplayCache(_) => EXIT_IO,
             });
         }
+    };
+    let documents = match read_documents(&args.input) {
+        Ok(documents) => documents,
+        Err(exit) => return exit,
     };
     let mut stdout = std::io::stdout().lock();
     let mut rejected = 0;

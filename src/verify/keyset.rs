@@ -61,7 +61,8 @@ pub struct PublishedKey {
     pub key_id: String,
     /// The key name, or empty when the key set does not give it.
     pub key_name: String,
-    /// The version number, or 0 when the key set does not give it.
+    /// The version number, or 0 when the key set does not give it; a
+    /// document's `key_version` is then not checked.
     pub version: u32,
     /// The signature algorithm that the key set states for the key.
     pub algorithm: Algorithm,

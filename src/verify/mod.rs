@@ -550,7 +550,9 @@ fn check_signature(
             key.algorithm
         )));
     }
+    // Version 0 means the key set gives none, as with PEM keys.
     if let Some(named) = parsed.key_version
+        && key.version != 0
         && named != key.version
     {
         return Err(VerifyError::BadSignature(format!(
