@@ -1,18 +1,16 @@
-"""Consumer that verifies Hallmark-signed model outputs before trusting them.
+"""Consumer that verifies Hallmark signed output documents before trusting them.
 
-It fetches the published keys with ListKeys, checks that each key_id is the
-RFC 7638 thumbprint of its public key, and for each signed record
+It reads the JSON lines that examples/model_service.py writes and checks each
+signed output document with ``hallmark_client.Verifier`` against the
+server's JWKS (``/.well-known/jwks.json`` on the admin listener). The
+verifier rejects a document whose key ID is unknown or revoked, or whose
+signature does not verify with the key's exact parameters. It also rejects
+a document whose timestamp is outside the key's validity window or older
+than --max-age, and a signature that it has already accepted. Each
+rejection is reported with the verifier's reason, such as ``bad_signature``.
 
-    {"output": manifest, "signature": hex, "signing_key_id": key_id,
-     "key_version": N}
-
-rebuilds the canonical bytes ``json.dumps(output, sort_keys=True)``, picks the
-public key by signing_key_id and verifies the RSASSA-PSS signature (SHA-256,
-MGF1-SHA-256) with the ``cryptography`` package. Each record that does not
-verify is rejected with a message that gives the reason.
-
-    python examples/consumer.py --target unix:/tmp/hm/hallmark.sock --in signed.jsonl
-    python examples/consumer.py --target unix:/tmp/hm/hallmark.sock --in signed.jsonl --tamper-demo
+    python examples/consumer.py --keys http://127.0.0.1:9464/.well-known/jwks.json --in signed.jsonl
+    python examples/consumer.py --keys http://127.0.0.1:9464/.well-known/jwks.json --in signed.jsonl --tamper-demo
 """
 
 from __future__ import annotations
@@ -23,65 +21,120 @@ import copy
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
-import grpc
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from hallmark.v1 import signer_pb2, signer_pb2_grpc
-from hallmark_grpc import open_channel
+from hallmark_client import (
+    BadSignature,
+    KeySetError,
+    MalformedDocument,
+    ReplayedOutput,
+    StaleOutput,
+    UnknownKey,
+    VerificationError,
+    Verifier,
+)
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_DEADLINE_SECONDS = 10.0
+# The server's default --metrics-listen address, which also serves the JWKS.
+DEFAULT_KEYS_URL = "http://127.0.0.1:9464/.well-known/jwks.json"
+DEFAULT_MAX_AGE_SECONDS = 300.0
+# The tamper demo shows a stale output by waiting until a genuine document is
+# older than this short max_age, rather than the default five minutes.
+STALE_DEMO_MAX_AGE = timedelta(seconds=1)
+# Extra wait beyond STALE_DEMO_MAX_AGE, so that the document is clearly older
+# than max_age rather than at the boundary, whatever the sleep resolution.
+STALE_DEMO_MARGIN = timedelta(milliseconds=200)
 
-SignedRecord = dict[str, Any]
-
-
-class KeySetError(RuntimeError):
-    """The published key set cannot be trusted or fetched."""
-
-
-@dataclass(frozen=True)
-class PublishedKey:
-    """One trusted key version from ListKeys, with its parsed public key."""
-
-    key_id: str
-    key_name: str
-    version: int
-    state_name: str
-    pss_salt_length: int
-    key_bits: int
-    public_key: rsa.RSAPublicKey
-
-    @property
-    def signature_length(self) -> int:
-        """Length in bytes of every signature this key makes (the modulus size)."""
-        return (self.public_key.key_size + 7) // 8
+SignedOutput = dict[str, Any]
 
 
 @dataclass
 class VerificationCounts:
-    """How many records verified and how many were rejected."""
+    """How many documents verified, and how many were rejected for each reason."""
 
     verified: int = 0
-    rejected: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> int:
+        """Number of rejected documents, over all reasons."""
+        return sum(self.rejected_by_reason.values())
 
 
-@dataclass
-class TamperCounts:
-    """How many tampered records were rejected and how many wrongly verified."""
+@dataclass(frozen=True)
+class TamperResult:
+    """Outcome of verifying one tampered document.
 
-    rejected: int = 0
-    accepted: int = 0
+    reason is the verifier's rejection reason, or None when the tampered
+    document verified.
+    """
+
+    description: str
+    expected_reason: str
+    reason: str | None
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        """Whether the document was rejected for exactly the expected reason."""
+        return self.reason == self.expected_reason
 
 
-def canonical_bytes(output: Any) -> bytes:
-    """Serialize a manifest to the bytes that the producer hashed and signed."""
-    return json.dumps(output, sort_keys=True).encode("utf-8")
+def reject_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build a JSON object, raising ValueError on a repeated member name.
+
+    With duplicates, json.loads keeps the last value, so the verified bytes
+    and what another parser shows could disagree.
+    """
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError(f"duplicate member {name!r}")
+        result[name] = value
+    return result
+
+
+def parse_document(line: str) -> SignedOutput:
+    """Parse one JSONL line into a signed output document, rejecting duplicate member names."""
+    return json.loads(line, object_pairs_hook=reject_duplicate_members)
+
+
+def describe(document: Any) -> str:
+    """Name a document in messages by its timestamp and input hash, when it has them."""
+    output = document.get("output") if isinstance(document, dict) else None
+    if isinstance(output, dict):
+        return f"output at {output.get('timestamp')} for input {str(output.get('input_sha256'))[:12]}"
+    return "document"
+
+
+def verify_lines(lines: Iterable[str], verifier: Verifier, out: TextIO) -> VerificationCounts:
+    """Verify each JSONL line, print one message per rejection and return the counts.
+
+    A line that is not valid JSON counts as a malformed_document rejection.
+    """
+    counts = VerificationCounts()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            document = parse_document(line)
+        except ValueError as error:
+            counts.rejected_by_reason[MalformedDocument.reason] += 1
+            print(f"REJECTED line {number}: {MalformedDocument.reason}: not a valid JSON document: {error}", file=out)
+            continue
+        try:
+            verifier.verify(document)
+        except VerificationError as error:
+            counts.rejected_by_reason[error.reason] += 1
+            print(f"REJECTED line {number} ({describe(document)}): {error}", file=out)
+            continue
+        counts.verified += 1
+    return counts
 
 
 def base64url_uint(value: int) -> str:
@@ -102,294 +155,206 @@ def jwk_thumbprint(public_key: rsa.RSAPublicKey) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def timestamp_or_none(timestamp: Any) -> datetime | None:
-    """Convert a protobuf Timestamp to an aware datetime, or None when it is unset."""
-    if timestamp.seconds == 0 and timestamp.nanos == 0:
-        return None
-    return timestamp.ToDatetime(tzinfo=timezone.utc)
-
-
-def parse_key_version(key: signer_pb2.KeyVersion) -> PublishedKey:
-    """Parse and check one KeyVersion from ListKeys.
-
-    Raises KeySetError when the PEM is not an RSA public key, when the DER
-    and PEM encodings differ, when the algorithm is not RSA-PSS-SHA256 or when
-    key_id is not the thumbprint of the key.
-    """
-    label = f"key {key.key_name!r} version {key.version} (key_id {key.key_id!r})"
-    if key.algorithm != signer_pb2.SIGNATURE_ALGORITHM_RSA_PSS_SHA256:
-        name = signer_pb2.SignatureAlgorithm.Name(key.algorithm)
-        raise KeySetError(f"{label} uses algorithm {name}; this consumer supports RSA_PSS_SHA256 only")
-    try:
-        public_key = serialization.load_pem_public_key(key.public_key_pem.encode("ascii"))
-    except ValueError as error:
-        raise KeySetError(f"{label} has an unreadable public_key_pem: {error}") from error
-    if not isinstance(public_key, rsa.RSAPublicKey):
-        raise KeySetError(f"{label} is a {type(public_key).__name__}, expected an RSA public key")
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if der != key.public_key_der:
-        raise KeySetError(f"{label} has public_key_der and public_key_pem that encode different keys")
-    thumbprint = jwk_thumbprint(public_key)
-    if thumbprint != key.key_id:
-        raise KeySetError(f"{label} has a key_id that is not its RFC 7638 thumbprint {thumbprint!r}")
-    return PublishedKey(
-        key_id=key.key_id,
-        key_name=key.key_name,
-        version=key.version,
-        state_name=signer_pb2.KeyState.Name(key.state),
-        pss_salt_length=key.pss_salt_length,
-        key_bits=key.key_bits,
-        public_key=public_key,
-    )
-
-
-def is_trusted_now(key: signer_pb2.KeyVersion, now: datetime) -> bool:
-    """Tell whether a verifier should accept signatures of a key version at time now."""
-    if key.state in (signer_pb2.KEY_STATE_REVOKED, signer_pb2.KEY_STATE_UNSPECIFIED):
-        return False
-    verify_until = timestamp_or_none(key.verify_until)
-    return verify_until is None or now < verify_until
-
-
-def build_key_set(keys: Iterable[signer_pb2.KeyVersion], now: datetime | None = None) -> dict[str, PublishedKey]:
-    """Build the key_id -> PublishedKey map of the key versions trusted at time now."""
-    now = now or datetime.now(timezone.utc)
-    key_set: dict[str, PublishedKey] = {}
-    for key in keys:
-        if not is_trusted_now(key, now):
-            state = signer_pb2.KeyState.Name(key.state)
-            print(f"consumer: ignoring key_id {key.key_id} ({state}, verify_until passed or revoked)")
-            continue
-        published = parse_key_version(key)
-        if published.key_id in key_set:
-            raise KeySetError(f"ListKeys returned key_id {published.key_id!r} twice")
-        key_set[published.key_id] = published
-    return key_set
-
-
-def fetch_key_set(target: str, deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> dict[str, PublishedKey]:
-    """Call ListKeys on a Hallmark server and return its trusted keys by key_id."""
-    with open_channel(target) as channel:
-        stub = signer_pb2_grpc.SignerServiceStub(channel)
-        try:
-            response = stub.ListKeys(signer_pb2.ListKeysRequest(), timeout=deadline_seconds)
-        except grpc.RpcError as error:
-            raise KeySetError(
-                f"ListKeys on {target} failed with {error.code().name}: {error.details()}"
-            ) from error
-    key_set = build_key_set(response.keys)
-    if not key_set:
-        raise KeySetError(f"ListKeys on {target} returned no trusted key")
-    return key_set
-
-
-def reject_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, raising ValueError on a repeated member name.
-
-    With duplicates, json.loads keeps the last value, so the verified bytes
-    and what another parser shows could disagree.
-    """
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate member {name!r}")
-        result[name] = value
-    return result
-
-
-def parse_record(line: str) -> SignedRecord:
-    """Parse one JSONL line into a signed record, rejecting duplicate member names."""
-    return json.loads(line, object_pairs_hook=reject_duplicate_members)
-
-
-def rejection_reason(record: Any, key_set: dict[str, PublishedKey]) -> str | None:
-    """Verify one signed record and return None if it verifies, else the rejection reason."""
-    if not isinstance(record, dict):
-        return f"record is a {type(record).__name__}, expected a JSON object"
-    missing = [name for name in ("output", "signature", "signing_key_id", "key_version") if name not in record]
-    if missing:
-        return f"record is missing {', '.join(missing)}"
-    key_id, key_version, signature_hex = record["signing_key_id"], record["key_version"], record["signature"]
-    if not isinstance(key_id, str) or key_id not in key_set:
-        return f"signing_key_id {key_id!r} is not in the published key set"
-    key = key_set[key_id]
-    # type() rather than isinstance(), because JSON true would pass as 1.
-    if type(key_version) is not int or key_version != key.version:
-        return f"key_version {key_version!r} does not match version {key.version} published for key_id {key_id}"
-    if not isinstance(signature_hex, str):
-        return f"signature is a {type(signature_hex).__name__}, expected a hex string"
-    try:
-        signature = bytes.fromhex(signature_hex)
-    except ValueError:
-        return f"signature is not valid hex: {signature_hex[:16]!r}..."
-    if len(signature) != key.signature_length:
-        return f"signature is {len(signature)} bytes, expected {key.signature_length} for key_id {key_id}"
-    # When verifying, PSS.MAX_LENGTH accepts any salt length (checked with
-    # cryptography 50), so one setting covers keys with "digest" and "max" salts.
-    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.MAX_LENGTH)
-    try:
-        key.public_key.verify(signature, canonical_bytes(record["output"]), pss, hashes.SHA256())
-    except InvalidSignature:
-        return f"RSA-PSS signature does not match the output for key_id {key_id}"
-    return None
-
-
-def describe(record: Any) -> str:
-    """Name a record in messages by its timestamp and input hash, when it has them."""
-    output = record.get("output") if isinstance(record, dict) else None
-    if isinstance(output, dict):
-        return f"output at {output.get('timestamp')} for input {str(output.get('input_sha256'))[:12]}"
-    return "record"
-
-
-def verify_lines(lines: Iterable[str], key_set: dict[str, PublishedKey], out: TextIO) -> VerificationCounts:
-    """Verify each JSONL line, print one message per rejection and return the counts."""
-    counts = VerificationCounts()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = parse_record(line)
-        except ValueError as error:
-            counts.rejected += 1
-            print(f"REJECTED line {number}: not a valid JSON record: {error}", file=out)
-            continue
-        reason = rejection_reason(record, key_set)
-        if reason is None:
-            counts.verified += 1
-        else:
-            counts.rejected += 1
-            print(f"REJECTED line {number} ({describe(record)}): {reason}", file=out)
-    return counts
-
-
 def unpublished_key_id() -> str:
     """Return the thumbprint of a freshly generated RSA key, which no server has published."""
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return jwk_thumbprint(stranger.public_key())
 
 
-def change_prediction(record: SignedRecord) -> None:
+def change_prediction(document: SignedOutput) -> None:
     """Move the prediction to the next class label."""
-    output = record["output"]
+    output = document["output"]
     names = list(output["probabilities"])
     output["prediction"] = (output["prediction"] + 1) % len(names)
     output["predicted_class"] = names[output["prediction"]]
 
 
-def change_timestamp(record: SignedRecord) -> None:
-    """Move the timestamp one second later, keeping the RFC 3339 form."""
-    output = record["output"]
-    moment = datetime.fromisoformat(output["timestamp"].replace("Z", "+00:00"))
-    later = moment + timedelta(seconds=1)
-    output["timestamp"] = later.isoformat(timespec="microseconds").replace("+00:00", "Z")
+def use_unpublished_key_id(document: SignedOutput) -> None:
+    """Name a key ID that the server never published."""
+    document["signing_key_id"] = unpublished_key_id()
 
 
-def tampered_variants(record: SignedRecord, key_set: dict[str, PublishedKey]) -> list[tuple[str, SignedRecord]]:
-    """Build four tampered copies of a genuine record, each with a description.
+def tampered(document: SignedOutput, edit: Callable[[SignedOutput], None] | None = None) -> SignedOutput:
+    """Return a deep copy of document with edit applied, or an unchanged copy when edit is None."""
+    result = copy.deepcopy(document)
+    if edit is not None:
+        edit(result)
+    return result
 
-    The swapped key id is another published key_id when the key set has one,
-    else the thumbprint of a key that was never published.
+
+def check_rejection(
+    verifier: Verifier, description: str, document: SignedOutput, expected_reason: str
+) -> TamperResult:
+    """Verify a tampered document and record the reason it was rejected for, if any."""
+    try:
+        verifier.verify(document)
+    except VerificationError as error:
+        return TamperResult(description, expected_reason, error.reason, error.message)
+    return TamperResult(description, expected_reason, None, "the tampered document verified")
+
+
+def wait_until_older_than(timestamp: datetime, age: timedelta) -> None:
+    """Sleep until timestamp lies more than age in the past."""
+    remaining = timestamp + age - datetime.now(timezone.utc)
+    if remaining > timedelta(0):
+        time.sleep(remaining.total_seconds())
+
+
+def tamper_demo(document: SignedOutput, keys_url: str, max_age: timedelta) -> list[TamperResult]:
+    """Verify a genuine document, then show four kinds of tampering, each rejected for its own reason.
+
+    The cases, in order, and the reason each must be rejected for:
+    a changed prediction (bad_signature), a key ID that was never published
+    (unknown_key), the accepted document sent again (replayed_output), and
+    the genuine document checked by a consumer whose max_age it has outlived
+    (stale_output). The replay case relies on the genuine document having
+    been accepted by the same Verifier first, and the stale case uses a
+    second Verifier with max_age STALE_DEMO_MAX_AGE.
+
+    Raises VerificationError when the genuine document does not verify, and
+    KeySetError when the JWKS cannot be read.
     """
-    others = sorted(key_id for key_id in key_set if key_id != record["signing_key_id"])
-    swapped_id = others[0] if others else unpublished_key_id()
-    swap_kind = "another published key_id" if others else "a key_id that is not published"
+    with Verifier(keys_url, max_age=max_age) as verifier:
+        verdict = verifier.verify(tampered(document))
+        print(
+            f"consumer: genuine document verifies with key {verdict.key_id} version {verdict.key_version} "
+            f"({verdict.algorithm}, {verdict.canonicalization})"
+        )
+        results = [
+            check_rejection(verifier, "changed prediction", tampered(document, change_prediction), BadSignature.reason),
+            check_rejection(
+                verifier,
+                "signing_key_id of a key that was never published",
+                tampered(document, use_unpublished_key_id),
+                UnknownKey.reason,
+            ),
+            check_rejection(verifier, "replay of the accepted document", tampered(document), ReplayedOutput.reason),
+        ]
 
-    def swap_key_id(copy_: SignedRecord) -> None:
-        copy_["signing_key_id"] = swapped_id
-        if others:
-            copy_["key_version"] = key_set[swapped_id].version
-
-    def truncate_signature(copy_: SignedRecord) -> None:
-        copy_["signature"] = copy_["signature"][:-2]
-
-    edits: list[tuple[str, Callable[[SignedRecord], None]]] = [
-        ("changed prediction", change_prediction),
-        ("changed timestamp", change_timestamp),
-        (f"signing_key_id swapped to {swap_kind}", swap_key_id),
-        ("signature truncated by one byte", truncate_signature),
-    ]
-    variants = []
-    for description, edit in edits:
-        tampered = copy.deepcopy(record)
-        edit(tampered)
-        variants.append((description, tampered))
-    return variants
+    wait_until_older_than(verdict.timestamp, STALE_DEMO_MAX_AGE + STALE_DEMO_MARGIN)
+    with Verifier(keys_url, max_age=STALE_DEMO_MAX_AGE) as late_verifier:
+        results.append(
+            check_rejection(
+                late_verifier,
+                f"genuine document delivered later than max_age ({STALE_DEMO_MAX_AGE.total_seconds():g} s)",
+                tampered(document),
+                StaleOutput.reason,
+            )
+        )
+    return results
 
 
-def tamper_demo(record: SignedRecord, key_set: dict[str, PublishedKey], out: TextIO) -> TamperCounts:
-    """Show that four kinds of tampering with a genuine record are each rejected."""
-    counts = TamperCounts()
-    for description, tampered in tampered_variants(record, key_set):
-        reason = rejection_reason(tampered, key_set)
-        if reason is None:
-            counts.accepted += 1
-            print(f"FAILED tamper check '{description}': the tampered record verified", file=out)
+def print_tamper_results(results: Iterable[TamperResult], out: TextIO) -> None:
+    """Print one line per tamper case, starting with FAILED when the reason is not the expected one."""
+    for result in results:
+        if result.passed:
+            print(f"rejected as expected, {result.description}: {result.reason}: {result.message}", file=out)
+        elif result.reason is None:
+            print(
+                f"FAILED tamper check '{result.description}': the tampered document verified, "
+                f"expected rejection as {result.expected_reason}",
+                file=out,
+            )
         else:
-            counts.rejected += 1
-            print(f"rejected as expected, {description}: {reason}", file=out)
-    return counts
+            print(
+                f"FAILED tamper check '{result.description}': rejected as {result.reason}, "
+                f"expected {result.expected_reason}: {result.message}",
+                file=out,
+            )
 
 
-def first_record(lines: Iterable[str]) -> SignedRecord | None:
-    """Return the first non-blank JSONL line as a record, or None when there is none."""
+def first_document(lines: Iterable[str]) -> SignedOutput | None:
+    """Return the first non-blank JSONL line as a document, or None when there is none."""
     for line in lines:
         if line.strip():
-            return parse_record(line)
+            return parse_document(line)
     return None
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description="Verify Hallmark-signed model outputs.")
+    parser = argparse.ArgumentParser(description="Verify Hallmark signed output documents.")
     parser.add_argument(
-        "--target",
-        default=DEFAULT_TARGET,
-        help=f"gRPC target of the Hallmark server for ListKeys, host:port or unix:/abs/path (default {DEFAULT_TARGET})",
+        "--keys",
+        default=DEFAULT_KEYS_URL,
+        help="URL of the Hallmark server's JWKS (/.well-known/jwks.json on its admin listener), "
+        f"a file:// URL or a file path (default {DEFAULT_KEYS_URL})",
     )
-    parser.add_argument("--in", dest="input", default="-", help="JSONL file of signed records, - for stdin (default -)")
+    parser.add_argument(
+        "--in", dest="input", default="-", help="JSONL file of signed output documents, - for stdin (default -)"
+    )
+    parser.add_argument(
+        "--max-age",
+        type=float,
+        default=DEFAULT_MAX_AGE_SECONDS,
+        help="maximum age of an output's timestamp in seconds; older outputs are rejected as "
+        f"stale_output (default {DEFAULT_MAX_AGE_SECONDS:g})",
+    )
     parser.add_argument(
         "--tamper-demo",
         action="store_true",
-        help="instead of verifying every record, tamper with the first one in four ways and show each is rejected",
+        help="instead of verifying every document, tamper with the first one in four ways and "
+        "check that each is rejected for its expected reason",
     )
     parser.add_argument("--report", help="also write the counts as a JSON object to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.max_age <= 0:
+        parser.error(f"--max-age must be positive, got {args.max_age}")
+    return args
 
 
-def run_verification(lines: list[str], key_set: dict[str, PublishedKey]) -> tuple[int, dict[str, int]]:
-    """Verify every record and return the exit code and the counts."""
-    counts = verify_lines(lines, key_set, sys.stdout)
+def run_verification(lines: list[str], keys_url: str, max_age: timedelta) -> tuple[int, dict[str, Any]]:
+    """Verify every document and return the exit code and the report."""
+    with Verifier(keys_url, max_age=max_age) as verifier:
+        counts = verify_lines(lines, verifier, sys.stdout)
+    report = {
+        "verified": counts.verified,
+        "rejected": counts.rejected,
+        "rejected_by_reason": dict(sorted(counts.rejected_by_reason.items())),
+    }
     print(f"consumer: {counts.verified} verified, {counts.rejected} rejected")
     if counts.verified == 0 and counts.rejected == 0:
-        print("consumer: the input contains no signed records; run examples/model_service.py first", file=sys.stderr)
-        return 1, {"verified": 0, "rejected": 0}
-    return (1 if counts.rejected else 0), {"verified": counts.verified, "rejected": counts.rejected}
+        print("consumer: the input contains no signed outputs; run examples/model_service.py first", file=sys.stderr)
+        return 1, report
+    return (1 if counts.rejected else 0), report
 
 
-def run_tamper_demo(lines: list[str], key_set: dict[str, PublishedKey]) -> tuple[int, dict[str, int]]:
-    """Tamper with the first record and return the exit code and the counts."""
+def run_tamper_demo(lines: list[str], keys_url: str, max_age: timedelta) -> tuple[int, dict[str, Any]]:
+    """Tamper with the first document and return the exit code and the report."""
     try:
-        record = first_record(lines)
+        document = first_document(lines)
     except ValueError as error:
-        print(f"consumer: the first record is not valid JSON: {error}", file=sys.stderr)
+        print(f"consumer: the first document is not valid JSON: {error}", file=sys.stderr)
         return 1, {}
-    if record is None:
-        print("consumer: the input contains no signed records to tamper with", file=sys.stderr)
+    if document is None:
+        print("consumer: the input contains no signed outputs to tamper with", file=sys.stderr)
         return 1, {}
-    reason = rejection_reason(record, key_set)
-    if reason is not None:
-        print(f"consumer: the genuine record does not verify, so the tamper demo cannot start: {reason}")
+    try:
+        results = tamper_demo(document, keys_url, max_age)
+    except VerificationError as error:
+        print(f"consumer: the genuine document does not verify, so the tamper demo cannot start: {error}")
         return 1, {}
-    print(f"consumer: genuine record verifies with key_id {record['signing_key_id']}")
-    counts = tamper_demo(record, key_set, sys.stdout)
-    print(f"consumer: {counts.rejected} tampered records rejected, {counts.accepted} accepted")
-    report = {"tampered_rejected": counts.rejected, "tampered_accepted": counts.accepted}
-    return (1 if counts.accepted else 0), report
+    print_tamper_results(results, sys.stdout)
+    passed = sum(1 for result in results if result.passed)
+    accepted = sum(1 for result in results if result.reason is None)
+    report = {
+        "tampered_rejected": passed,
+        "tampered_accepted": accepted,
+        "tampered_wrong_reason": len(results) - passed - accepted,
+        "tamper_cases": [
+            {"description": result.description, "expected_reason": result.expected_reason, "reason": result.reason}
+            for result in results
+        ],
+    }
+    print(
+        f"consumer: {passed} of {len(results)} tampered documents rejected for the expected reason, "
+        f"{accepted} accepted"
+    )
+    return (0 if passed == len(results) else 1), report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Verify signed records or run the tamper demo, and return the exit code."""
+    """Verify signed output documents or run the tamper demo, and return the exit code."""
     args = parse_args(argv)
     if args.input == "-":
         lines = sys.stdin.readlines()
@@ -400,13 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as error:
             print(f"consumer: cannot read --in {args.input}: {error}", file=sys.stderr)
             return 1
-    try:
-        key_set = fetch_key_set(args.target)
-    except KeySetError as error:
-        print(f"consumer: {error}", file=sys.stderr)
-        return 1
     run = run_tamper_demo if args.tamper_demo else run_verification
-    status, report = run(lines, key_set)
+    try:
+        status, report = run(lines, args.keys, timedelta(seconds=args.max_age))
+    except KeySetError as error:
+        print(f"consumer: cannot load the key set: {error}", file=sys.stderr)
+        return 1
     if args.report:
         with open(args.report, "w", encoding="utf-8") as handle:
             json.dump(report, handle, sort_keys=True)

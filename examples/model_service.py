@@ -1,15 +1,17 @@
 """Iris classifier whose every prediction is signed by Hallmark.
 
 The service fits a logistic regression on scikit-learn's bundled iris data
-set, and for each input row it builds an output manifest, hashes the
-canonical manifest bytes with SHA-256, sends the digest to Hallmark's Sign
-RPC and emits one signed record:
+set. For each input row it builds an output manifest, signs it with
+``hallmark_client.Client.sign_output`` and writes the signed output document
+as one JSON line:
 
     {"output": manifest, "signature": hex, "signing_key_id": key_id,
-     "key_version": N}
+     "key_version": N, "algorithm": ..., "canonicalization": "jcs",
+     "signed_at": RFC 3339}
 
-The canonical bytes are ``json.dumps(manifest, sort_keys=True)`` encoded as
-UTF-8, so a consumer that parses the record can rebuild them exactly.
+The client serializes the manifest with the chosen canonicalization (RFC 8785
+JCS by default), hashes it with the hash that the key's algorithm requires
+and calls Hallmark's Sign RPC. examples/consumer.py verifies the documents.
 
 Run it against a running server, for example:
 
@@ -23,19 +25,16 @@ import argparse
 import hashlib
 import json
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
-import grpc
 import numpy as np
 import sklearn
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from hallmark.v1 import signer_pb2, signer_pb2_grpc
-from hallmark_grpc import open_channel
+from hallmark_client import CANONICALIZATIONS, JCS, Client, HallmarkError
 
 MODEL_NAME = "iris-logistic-regression"
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -47,12 +46,7 @@ DEFAULT_DEADLINE_SECONDS = 10.0
 PROBABILITY_DECIMALS = 6
 
 Manifest = dict[str, Any]
-SignedRecord = dict[str, Any]
-
-
-def canonical_bytes(manifest: Manifest) -> bytes:
-    """Serialize a manifest to the exact bytes whose SHA-256 gets signed."""
-    return json.dumps(manifest, sort_keys=True).encode("utf-8")
+SignedOutput = dict[str, Any]
 
 
 def input_sha256(features: Sequence[float]) -> str:
@@ -140,103 +134,26 @@ def iris_rows(limit: int | None = None) -> list[list[float]]:
     return rows if limit is None else rows[:limit]
 
 
-class SigningError(RuntimeError):
-    """Hallmark returned an error or a response that breaks its contract."""
-
-
-class HallmarkSigner:
-    """Client for the Sign RPC of a Hallmark server."""
-
-    def __init__(self, target: str, deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> None:
-        self._channel = open_channel(target)
-        self._stub = signer_pb2_grpc.SignerServiceStub(self._channel)
-        self._target = target
-        self._deadline_seconds = deadline_seconds
-
-    def close(self) -> None:
-        """Close the gRPC channel."""
-        self._channel.close()
-
-    def __enter__(self) -> "HallmarkSigner":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def sign_digest(self, digest: bytes, request_id: str | None = None) -> signer_pb2.SignResponse:
-        """Sign a 32-byte SHA-256 digest with the server's default key.
-
-        Raises SigningError when the RPC fails or when the response does not
-        echo the request_id, names another algorithm or has a signature whose
-        length differs from the key size.
-        """
-        if len(digest) != hashlib.sha256().digest_size:
-            raise ValueError(f"digest must be 32 bytes (SHA-256), got {len(digest)} bytes")
-        request_id = request_id or f"iris-{uuid.uuid4().hex}"
-        request = signer_pb2.SignRequest(
-            digest=digest,
-            hash_algorithm=signer_pb2.HASH_ALGORITHM_SHA256,
-            request_id=request_id,
-        )
-        try:
-            response = self._stub.Sign(request, timeout=self._deadline_seconds)
-        except grpc.RpcError as error:
-            raise SigningError(
-                f"Sign request {request_id} to {self._target} failed with "
-                f"{error.code().name}: {error.details()}"
-            ) from error
-        check_sign_response(response, request_id)
-        return response
-
-
-def check_sign_response(response: signer_pb2.SignResponse, request_id: str) -> None:
-    """Raise SigningError if a SignResponse breaks the Hallmark contract."""
-    if response.request_id != request_id:
-        raise SigningError(
-            f"Sign response echoes request_id {response.request_id!r}, expected {request_id!r}"
-        )
-    key = response.key
-    if key.algorithm != signer_pb2.SIGNATURE_ALGORITHM_RSA_PSS_SHA256:
-        name = signer_pb2.SignatureAlgorithm.Name(key.algorithm)
-        raise SigningError(f"Sign response uses algorithm {name}, expected RSA_PSS_SHA256")
-    if not key.key_id or key.version < 1:
-        raise SigningError(
-            f"Sign response names key_id {key.key_id!r} version {key.version}; "
-            "expected a non-empty key_id and a version of at least 1"
-        )
-    expected_length = (key.key_bits + 7) // 8
-    if len(response.signature) != expected_length:
-        raise SigningError(
-            f"signature is {len(response.signature)} bytes, expected {expected_length} "
-            f"for an RSA-{key.key_bits} key"
-        )
-
-
-def sign_manifest(signer: HallmarkSigner, manifest: Manifest) -> SignedRecord:
-    """Hash a manifest's canonical bytes, sign the digest and build the signed record."""
-    digest = hashlib.sha256(canonical_bytes(manifest)).digest()
-    response = signer.sign_digest(digest)
-    return {
-        "output": manifest,
-        "signature": response.signature.hex(),
-        "signing_key_id": response.key.key_id,
-        "key_version": response.key.version,
-    }
-
-
 def serve_predictions(
-    model: IrisModel, signer: HallmarkSigner, rows: Iterable[Sequence[float]]
-) -> Iterator[SignedRecord]:
-    """Predict and sign each row in turn, yielding one signed record per row."""
+    model: IrisModel,
+    client: Client,
+    rows: Iterable[Sequence[float]],
+    canonicalization: str = JCS,
+) -> Iterator[SignedOutput]:
+    """Predict and sign each row in turn, yielding one signed output document per row.
+
+    Raises HallmarkError from the first Sign call that fails.
+    """
     for features in rows:
-        yield sign_manifest(signer, model.predict_manifest(features))
+        manifest = model.predict_manifest(features)
+        yield client.sign_output(manifest, canonicalization=canonicalization)
 
 
-def write_jsonl(records: Iterable[SignedRecord], out: TextIO) -> int:
-    """Write records as JSON lines and return how many were written."""
+def write_jsonl(documents: Iterable[SignedOutput], out: TextIO) -> int:
+    """Write documents as JSON lines and return how many were written."""
     count = 0
-    for record in records:
-        out.write(json.dumps(record, sort_keys=True) + "\n")
+    for document in documents:
+        out.write(json.dumps(document, sort_keys=True) + "\n")
         count += 1
     return count
 
@@ -252,7 +169,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"gRPC target of the Hallmark server, host:port or unix:/abs/path (default {DEFAULT_TARGET})",
     )
     parser.add_argument(
-        "--out", default="-", help="JSONL file for the signed records, - for stdout (default -)"
+        "--out", default="-", help="JSONL file for the signed output documents, - for stdout (default -)"
     )
     parser.add_argument(
         "--limit",
@@ -266,6 +183,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_DEADLINE_SECONDS,
         help=f"deadline of each Sign call in seconds (default {DEFAULT_DEADLINE_SECONDS:g})",
     )
+    parser.add_argument(
+        "--canonicalization",
+        choices=CANONICALIZATIONS,
+        default=JCS,
+        help="serialization of the manifest that gets signed: jcs (RFC 8785) or python-sort-keys "
+        "(json.dumps(manifest, sort_keys=True)) (default jcs)",
+    )
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
@@ -275,7 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the model over the iris rows, write the signed records and return the exit code."""
+    """Run the model over the iris rows, write the signed documents and return the exit code."""
     args = parse_args(argv)
     model = train_model()
     rows = iris_rows(args.limit)
@@ -285,16 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"model_service: cannot open --out {args.out}: {error}", file=sys.stderr)
         return 1
     try:
-        with HallmarkSigner(args.target, args.deadline) as signer:
-            count = write_jsonl(serve_predictions(model, signer, rows), out)
-    except SigningError as error:
-        print(f"model_service: {error}", file=sys.stderr)
+        with Client(args.target, timeout=args.deadline) as client:
+            count = write_jsonl(serve_predictions(model, client, rows, args.canonicalization), out)
+    except HallmarkError as error:
+        print(f"model_service: signing failed: {error}", file=sys.stderr)
         return 1
     finally:
         if out is not sys.stdout:
             out.close()
     print(
-        f"model_service: signed {count} predictions of model {model.model_version}",
+        f"model_service: signed {count} predictions of model {model.model_version} "
+        f"({args.canonicalization})",
         file=sys.stderr,
     )
     return 0

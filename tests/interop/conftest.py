@@ -37,9 +37,20 @@ RPC_DEADLINE_SECONDS = 10.0
 # Linux limits sun_path to 108 bytes including the trailing NUL.
 MAX_UNIX_SOCKET_PATH = 107
 
+# For unix: targets grpcio sends the socket path as the HTTP/2 :authority,
+# which the server's h2 stack rejects, so unix targets send "localhost".
+UNIX_SOCKET_AUTHORITY = "localhost"
+
 # The interop tests import the example programs as modules.
 sys.path.insert(0, str(REPO_ROOT / "examples"))
-from hallmark_grpc import open_channel  # noqa: E402
+
+
+def open_channel(target: str) -> grpc.Channel:
+    """Open an insecure channel to target, host:port or unix:/abs/path."""
+    options: list[tuple[str, str]] = []
+    if target.startswith("unix:"):
+        options.append(("grpc.default_authority", UNIX_SOCKET_AUTHORITY))
+    return grpc.insecure_channel(target, options=options)
 
 
 def hallmark_binary() -> Path:
@@ -92,6 +103,11 @@ class HallmarkServer:
         if match is None:
             raise RuntimeError(f"no metrics listen address in the log:\n{self.stderr_text()}")
         return f"http://{match.group(1)}"
+
+    @property
+    def jwks_url(self) -> str:
+        """URL of the JWKS that the admin HTTP port serves."""
+        return f"{self.admin_url}/.well-known/jwks.json"
 
     def hallmark_cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run `hallmark ARGS --config` against this server's token."""

@@ -7,93 +7,124 @@ import io
 import json
 import subprocess
 import sys
+import urllib.request
+from datetime import timedelta
 from pathlib import Path
+
+import pytest
+import rfc8785
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 import consumer
 import model_service
 from conftest import REPO_ROOT, HallmarkServer, StartServer
+from hallmark_client import BadSignature, Client, Verifier
+from helpers import load_rsa_public_key
 
-RECORD_MEMBERS = {"output", "signature", "signing_key_id", "key_version"}
+DOCUMENT_MEMBERS = {
+    "algorithm", "canonicalization", "key_version", "output", "signature", "signed_at", "signing_key_id",
+}
 MANIFEST_MEMBERS = {
     "input_sha256", "model", "model_version", "predicted_class", "prediction", "probabilities", "timestamp",
 }
+MAX_AGE = timedelta(minutes=5)
+# The bytes that each canonicalization signs, computed here without hallmark_client.
+CANONICAL_BYTES = {
+    "jcs": rfc8785.dumps,
+    "python-sort-keys": lambda output: json.dumps(output, sort_keys=True).encode("utf-8"),
+}
 
 
-def sign_rows(server: HallmarkServer, count: int) -> list[dict]:
+def sign_rows(server: HallmarkServer, count: int, canonicalization: str = "jcs") -> list[dict]:
     """Run the model service over the first count iris rows against server."""
     model = model_service.train_model()
-    with model_service.HallmarkSigner(server.target) as signer:
-        return list(model_service.serve_predictions(model, signer, model_service.iris_rows(count)))
+    with Client(server.target) as client:
+        rows = model_service.iris_rows(count)
+        return list(model_service.serve_predictions(model, client, rows, canonicalization))
 
 
-def test_model_service_output_verifies(hallmark: HallmarkServer) -> None:
-    records = sign_rows(hallmark, 5)
-    key_set = consumer.fetch_key_set(hallmark.target)
-    (key_id,) = key_set
+def round_trip(document: dict) -> dict:
+    """Return document as a consumer reads it: serialized to JSON and parsed again."""
+    return json.loads(json.dumps(document))
 
-    assert len(records) == 5
-    for record, features in zip(records, model_service.iris_rows(5)):
-        assert set(record) == RECORD_MEMBERS
-        assert set(record["output"]) == MANIFEST_MEMBERS
-        assert record["signing_key_id"] == key_id
-        assert record["key_version"] == 1
-        assert len(record["signature"]) == 2 * 256
+
+@pytest.mark.parametrize("canonicalization", ["jcs", "python-sort-keys"])
+def test_model_service_output_verifies(hallmark: HallmarkServer, canonicalization: str) -> None:
+    documents = [round_trip(document) for document in sign_rows(hallmark, 5, canonicalization)]
+    (key,) = hallmark.list_keys()
+    public_key = load_rsa_public_key(key.public_key_pem)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=key.pss_salt_length)
+
+    assert len(documents) == 5
+    for document, features in zip(documents, model_service.iris_rows(5)):
+        assert set(document) == DOCUMENT_MEMBERS
+        assert set(document["output"]) == MANIFEST_MEMBERS
+        assert document["signing_key_id"] == key.key_id
+        assert document["key_version"] == 1
+        assert document["algorithm"] == "rsa-pss-sha256"
+        assert document["canonicalization"] == canonicalization
+        assert len(document["signature"]) == 2 * 256
         # The first 50 iris rows are all setosa, which the model separates cleanly.
-        assert record["output"]["prediction"] == 0
-        assert record["output"]["predicted_class"] == "setosa"
+        assert document["output"]["prediction"] == 0
+        assert document["output"]["predicted_class"] == "setosa"
         encoded = json.dumps(features, separators=(",", ":")).encode("ascii")
-        assert record["output"]["input_sha256"] == hashlib.sha256(encoded).hexdigest()
-        assert consumer.rejection_reason(record, key_set) is None
+        assert document["output"]["input_sha256"] == hashlib.sha256(encoded).hexdigest()
+        # Raises InvalidSignature unless the signature covers exactly these bytes.
+        message = CANONICAL_BYTES[canonicalization](document["output"])
+        public_key.verify(bytes.fromhex(document["signature"]), message, pss, hashes.SHA256())
 
-    lines = [json.dumps(record) + "\n" for record in records]
-    counts = consumer.verify_lines(lines, key_set, io.StringIO())
-    assert (counts.verified, counts.rejected) == (5, 0)
+    lines = [json.dumps(document) + "\n" for document in documents]
+    with Verifier(hallmark.jwks_url) as verifier:
+        counts = consumer.verify_lines(lines, verifier, io.StringIO())
+    assert counts.verified == 5
+    assert counts.rejected == 0
 
 
 def test_tamper_demo_rejects_four_edits(hallmark: HallmarkServer) -> None:
-    (record,) = sign_rows(hallmark, 1)
-    key_set = consumer.fetch_key_set(hallmark.target)
-    key_id = record["signing_key_id"]
-    reasons = {
-        description: consumer.rejection_reason(tampered, key_set)
-        for description, tampered in consumer.tampered_variants(record, key_set)
+    (document,) = sign_rows(hallmark, 1)
+    results = consumer.tamper_demo(round_trip(document), hallmark.jwks_url, MAX_AGE)
+    reasons = {result.description: result.reason for result in results}
+
+    assert reasons == {
+        "changed prediction": "bad_signature",
+        "signing_key_id of a key that was never published": "unknown_key",
+        "replay of the accepted document": "replayed_output",
+        "genuine document delivered later than max_age (1 s)": "stale_output",
     }
-    bad_signature = f"RSA-PSS signature does not match the output for key_id {key_id}"
-
-    assert list(reasons) == [
-        "changed prediction",
-        "changed timestamp",
-        "signing_key_id swapped to a key_id that is not published",
-        "signature truncated by one byte",
-    ]
-    assert reasons["changed prediction"] == bad_signature
-    assert reasons["changed timestamp"] == bad_signature
-    assert reasons["signing_key_id swapped to a key_id that is not published"].endswith(
-        "is not in the published key set"
-    )
-    assert reasons["signature truncated by one byte"] == (
-        f"signature is 255 bytes, expected 256 for key_id {key_id}"
-    )
-
-    counts = consumer.tamper_demo(record, key_set, io.StringIO())
-    assert (counts.rejected, counts.accepted) == (4, 0)
+    assert [result.expected_reason for result in results] == [result.reason for result in results]
+    assert all(result.passed for result in results)
 
 
-def test_swap_to_other_published_key_rejected(start_hallmark: StartServer) -> None:
+def test_tamper_demo_leaves_document_unchanged(hallmark: HallmarkServer) -> None:
+    (document,) = sign_rows(hallmark, 1)
+    genuine = round_trip(document)
+    before = json.dumps(genuine, sort_keys=True)
+
+    consumer.tamper_demo(genuine, hallmark.jwks_url, MAX_AGE)
+
+    assert json.dumps(genuine, sort_keys=True) == before
+
+
+def test_swap_to_other_published_key_rejected(start_hallmark: StartServer, tmp_path: Path) -> None:
     signing = start_hallmark(key_bits=2048, salt="digest")
     other = start_hallmark(key_bits=2048, salt="digest")
-    (record,) = sign_rows(signing, 1)
-    key_set = {**consumer.fetch_key_set(signing.target), **consumer.fetch_key_set(other.target)}
-    (other_id,) = consumer.fetch_key_set(other.target)
-    variants = dict(consumer.tampered_variants(record, key_set))
+    (document,) = sign_rows(signing, 1)
+    key_sets = []
+    for server in (signing, other):
+        with urllib.request.urlopen(server.jwks_url, timeout=10) as response:
+            key_sets.append(json.load(response))
+    merged = tmp_path / "both-servers.jwks.json"
+    merged.write_text(json.dumps({"keys": key_sets[0]["keys"] + key_sets[1]["keys"]}), encoding="utf-8")
+    (other_key,) = other.list_keys()
+    swapped = dict(round_trip(document), signing_key_id=other_key.key_id, key_version=other_key.version)
 
-    swapped = variants["signing_key_id swapped to another published key_id"]
-    assert len(key_set) == 2
-    assert consumer.rejection_reason(record, key_set) is None
-    assert swapped["signing_key_id"] == other_id
-    assert consumer.rejection_reason(swapped, key_set) == (
-        f"RSA-PSS signature does not match the output for key_id {other_id}"
-    )
+    with Verifier(str(merged)) as verifier:
+        verifier.verify(round_trip(document))
+        with pytest.raises(BadSignature) as rejected:
+            verifier.verify(swapped)
+    assert rejected.value.reason == "bad_signature"
+    assert other_key.key_id in rejected.value.message
 
 
 def run_example(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -102,23 +133,35 @@ def run_example(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_example_programs_end_to_end(hallmark: HallmarkServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("canonicalization", ["jcs", "python-sort-keys"])
+def test_example_programs_end_to_end(hallmark: HallmarkServer, tmp_path: Path, canonicalization: str) -> None:
     signed = tmp_path / "signed.jsonl"
     report = tmp_path / "report.json"
 
-    produced = run_example("model_service.py", "--target", hallmark.target, "--out", str(signed), "--limit", "3")
+    produced = run_example(
+        "model_service.py", "--target", hallmark.target, "--out", str(signed), "--limit", "3",
+        "--canonicalization", canonicalization,
+    )
     assert produced.returncode == 0, produced.stderr
-    assert len(signed.read_text(encoding="utf-8").splitlines()) == 3
+    lines = signed.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 3
+    assert {json.loads(line)["canonicalization"] for line in lines} == {canonicalization}
 
-    verified = run_example("consumer.py", "--target", hallmark.target, "--in", str(signed), "--report", str(report))
+    verified = run_example("consumer.py", "--keys", hallmark.jwks_url, "--in", str(signed), "--report", str(report))
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert json.loads(report.read_text()) == {"verified": 3, "rejected": 0}
+    assert json.loads(report.read_text()) == {"verified": 3, "rejected": 0, "rejected_by_reason": {}}
 
     demo = run_example(
-        "consumer.py", "--target", hallmark.target, "--in", str(signed), "--tamper-demo", "--report", str(report)
+        "consumer.py", "--keys", hallmark.jwks_url, "--in", str(signed), "--tamper-demo", "--report", str(report)
     )
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert json.loads(report.read_text()) == {"tampered_rejected": 4, "tampered_accepted": 0}
+    tamper_report = json.loads(report.read_text())
+    assert tamper_report["tampered_rejected"] == 4
+    assert tamper_report["tampered_accepted"] == 0
+    assert tamper_report["tampered_wrong_reason"] == 0
+    assert [case["reason"] for case in tamper_report["tamper_cases"]] == [
+        "bad_signature", "unknown_key", "replayed_output", "stale_output",
+    ]
     assert demo.stdout.count("rejected as expected") == 4
 
 
@@ -128,11 +171,38 @@ def test_consumer_exits_nonzero_on_tampered_file(hallmark: HallmarkServer, tmp_p
     produced = run_example("model_service.py", "--target", hallmark.target, "--out", str(signed), "--limit", "3")
     assert produced.returncode == 0, produced.stderr
 
-    records = [json.loads(line) for line in signed.read_text(encoding="utf-8").splitlines()]
-    records[1]["output"]["probabilities"]["setosa"] = 0.5
-    signed.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    documents = [json.loads(line) for line in signed.read_text(encoding="utf-8").splitlines()]
+    documents[1]["output"]["probabilities"]["setosa"] = 0.5
+    signed.write_text("".join(json.dumps(document) + "\n" for document in documents), encoding="utf-8")
 
-    result = run_example("consumer.py", "--target", hallmark.target, "--in", str(signed), "--report", str(report))
+    result = run_example("consumer.py", "--keys", hallmark.jwks_url, "--in", str(signed), "--report", str(report))
     assert result.returncode == 1
-    assert json.loads(report.read_text()) == {"verified": 2, "rejected": 1}
+    assert json.loads(report.read_text()) == {"verified": 2, "rejected": 1, "rejected_by_reason": {"bad_signature": 1}}
     assert "REJECTED line 2" in result.stdout
+    assert "bad_signature" in result.stdout
+
+
+def test_consumer_rejects_repeated_line_as_replay(hallmark: HallmarkServer, tmp_path: Path) -> None:
+    signed = tmp_path / "signed.jsonl"
+    report = tmp_path / "report.json"
+    produced = run_example("model_service.py", "--target", hallmark.target, "--out", str(signed), "--limit", "2")
+    assert produced.returncode == 0, produced.stderr
+
+    lines = signed.read_text(encoding="utf-8").splitlines()
+    signed.write_text("\n".join([lines[0], lines[1], lines[0]]) + "\n", encoding="utf-8")
+
+    result = run_example("consumer.py", "--keys", hallmark.jwks_url, "--in", str(signed), "--report", str(report))
+    assert result.returncode == 1
+    assert json.loads(report.read_text()) == {
+        "verified": 2, "rejected": 1, "rejected_by_reason": {"replayed_output": 1},
+    }
+    assert "REJECTED line 3" in result.stdout
+
+
+def test_consumer_fails_when_key_set_unreachable(tmp_path: Path) -> None:
+    signed = tmp_path / "signed.jsonl"
+    signed.write_text("{}\n", encoding="utf-8")
+
+    result = run_example("consumer.py", "--keys", str(tmp_path / "missing.jwks.json"), "--in", str(signed))
+    assert result.returncode == 1
+    assert "cannot load the key set" in result.stderr
