@@ -60,7 +60,7 @@ pub fn read_documents(input: &Input) -> Result<Vec<(usize, String)>, ExitCode> {
     }
     let documents = split_documents(&text);
     if documents.is_empty() {
-        eprintln!("error: {input} holds no JSON documents");
+        eprintln!("error: {input} contains no JSON documents");
         return Err(ExitCode::from(EXIT_DATA));
     }
     Ok(documents)

@@ -232,7 +232,7 @@ fn candidate_hashes(keys: &[pb::KeyVersion], key_name: &str) -> Vec<pb::HashAlgo
 }
 
 /// Signs one canonical manifest, trying each hash until the server accepts
-/// one, and checks that the response answers the request.
+/// one, and checks that the response matches the request.
 async fn sign_one(
     client: &mut SignerServiceClient<Channel>,
     key_name: &str,

@@ -37,7 +37,7 @@ pub struct VerifyArgs {
     /// How far in the future an output's timestamp may be.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub clock_skew: Duration,
-    /// Manifest field that holds the output's RFC 3339 timestamp.
+    /// Manifest field that contains the output's RFC 3339 timestamp.
     #[arg(long, default_value = crate::verify::DEFAULT_TIMESTAMP_FIELD)]
     pub timestamp_field: String,
     /// File that remembers accepted signatures across runs, so that a

@@ -86,7 +86,7 @@ pub enum AlgorithmError {
         /// The defect found.
         reason: String,
     },
-    /// A SubjectPublicKeyInfo holds no RSA, P-256, P-384 or Ed25519 key.
+    /// A SubjectPublicKeyInfo contains no RSA, P-256, P-384 or Ed25519 key.
     #[error("not a SubjectPublicKeyInfo of an RSA, P-256, P-384 or Ed25519 public key")]
     UnsupportedPublicKey,
     /// The public key could not be encoded as a SubjectPublicKeyInfo.

@@ -116,7 +116,7 @@ pub struct PemParameters {
 }
 
 impl KeySet {
-    /// Returns what the key set says about `key_id`. A revoked ID wins over
+    /// Looks up `key_id` in the key set. A revoked ID wins over
     /// any other entry for it.
     pub fn lookup(&self, key_id: &str) -> Lookup<'_> {
         if let Some(revoked_at) = self.revoked.get(key_id) {
@@ -302,7 +302,7 @@ impl KeySet {
             });
         }
         if set.is_empty() {
-            return Err(invalid("it holds no PUBLIC KEY block".into()));
+            return Err(invalid("it contains no PUBLIC KEY block".into()));
         }
         Ok(set)
     }

@@ -1,7 +1,7 @@
 //! Verification of signed outputs against a published key set, for the
 //! consumers that act on model outputs.
 //!
-//! A [`Verifier`] holds a [`KeySet`] (from a JWKS URL or file, a `ListKeys`
+//! A [`Verifier`] contains a [`KeySet`] (from a JWKS URL or file, a `ListKeys`
 //! response or PEM public keys), a freshness window and a replay cache. Its
 //! [`Verifier::verify`] runs these checks in order and stops at the first
 //! failure, each with its own [`VerifyError`]:
@@ -94,7 +94,7 @@ pub use time::{format_duration, format_rfc3339, parse_rfc3339};
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// Default allowance for a producer's clock running ahead of the consumer's.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(30);
-/// Default manifest field that holds the output's timestamp.
+/// Default manifest field that contains the output's timestamp.
 pub const DEFAULT_TIMESTAMP_FIELD: &str = "timestamp";
 /// Default replay cache size: a consumer accepting 300 outputs a second
 /// for the default window of 5 minutes 30 seconds needs about 100,000.
@@ -108,7 +108,7 @@ pub const DEFAULT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
 /// Default timeout of one key set fetch.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Why a signed output was rejected. [`VerifyError::reason`] gives a stable
+/// The reason a signed output was rejected. [`VerifyError::reason`] gives a stable
 /// machine-readable name for each, the same as the Python client's.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -129,7 +129,7 @@ pub enum VerifyError {
     RevokedKey {
         /// The revoked key ID.
         key_id: String,
-        /// When it was revoked, if the key set says.
+        /// When it was revoked, if the key set gives the time.
         revoked_at: Option<String>,
     },
     /// The signature does not verify with the key set's parameters for the
@@ -215,7 +215,7 @@ pub struct Options {
     pub max_age: Duration,
     /// How far in the future an output's timestamp may be.
     pub clock_skew: Duration,
-    /// The manifest field that holds the timestamp, in RFC 3339.
+    /// The manifest field that contains the timestamp, in RFC 3339.
     pub timestamp_field: String,
     /// How many accepted signatures the replay cache remembers.
     pub replay_cache_size: usize,

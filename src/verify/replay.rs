@@ -22,7 +22,7 @@ pub enum ReplayCacheError {
     /// The capacity is zero.
     #[error("the replay cache size must be at least 1")]
     ZeroCapacity,
-    /// Another process holds the cache file.
+    /// Another process has the cache file open.
     #[error(
         "replay cache file {path} is in use by another verifier; give each consumer process \
          its own replay cache file"
@@ -43,7 +43,7 @@ pub enum ReplayCacheError {
 }
 
 /// Remembers entry IDs until they expire, holding at most `capacity` of
-/// them. When full it forgets the least recently used entry, so the
+/// them. When full it drops the least recently used entry, so the
 /// capacity should exceed the number of outputs accepted within one
 /// time-to-live.
 #[derive(Debug)]
@@ -163,7 +163,7 @@ impl ReplayCache {
         self.entries.len()
     }
 
-    /// Returns whether the cache holds no entries.
+    /// Returns whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -395,7 +395,7 @@ mod tests {
                     .expect("appends")
             );
         }
-        // Five appends exceed twice the capacity, so the file holds only
+        // Five appends exceed twice the capacity, so the file contains only
         // the two entries still in the cache.
         assert_eq!(
             std::fs::read_to_string(&path).expect("file exists"),
