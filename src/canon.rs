@@ -7,7 +7,11 @@
 //!   Members are sorted by UTF-16 code units, every number is an IEEE-754
 //!   double printed as ECMAScript's `Number.prototype.toString` prints it,
 //!   strings are escaped minimally and output is UTF-8 without whitespace.
-//!   Integers beyond 2^53 lose precision, as RFC 8785 specifies.
+//!   An integer written without a fraction or exponent must lie within
+//!   ±(2^53 − 1), the I-JSON range that RFC 8785 builds on, because a
+//!   double cannot hold every integer beyond it: two different integers
+//!   would share one signature. The `rfc8785` Python package rejects them
+//!   too.
 //! - [`Profile::PythonSortKeys`] (`python-sort-keys`): the bytes that
 //!   CPython 3's `json.dumps(json.loads(text), sort_keys=True)` returns with
 //!   its default separators (`", "` and `": "`) and `ensure_ascii=True`.
@@ -229,6 +233,19 @@ pub enum CanonError {
         at: Location,
     },
 
+    /// An integer lies beyond ±(2^53 − 1), where doubles cannot represent
+    /// every integer (`jcs` only).
+    #[error(
+        "integer {number} at {at} is beyond ±(2^53 - 1), which jcs (RFC 8785) cannot represent \
+         exactly; write it as a string, or use python-sort-keys"
+    )]
+    IntegerNotExact {
+        /// The integer as written, cut short with `…` past 40 characters.
+        number: String,
+        /// Location where the integer starts.
+        at: Location,
+    },
+
     /// An integer has more digits than CPython's `json.loads` converts by
     /// default (`python-sort-keys` only).
     #[error(
@@ -347,7 +364,12 @@ enum Node<N> {
 enum NumberProblem {
     OutOfRange,
     TooManyDigits(usize),
+    InexactInteger,
 }
+
+/// The largest integer magnitude that every IEEE-754 double up to it can
+/// represent exactly: 2^53 − 1 (RFC 7493, section 2.2).
+pub const JCS_MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
 
 /// The rules that differ between profiles.
 trait Dialect {
@@ -380,7 +402,17 @@ impl Dialect for Jcs {
     const MEMBER_SEPARATOR: &'static str = ",";
     const NAME_SEPARATOR: &'static str = ":";
 
-    fn number_from_lexeme(lexeme: &str, _is_float: bool) -> Result<f64, NumberProblem> {
+    fn number_from_lexeme(lexeme: &str, is_float: bool) -> Result<f64, NumberProblem> {
+        if !is_float {
+            let magnitude = lexeme.trim_start_matches('-');
+            let exact = magnitude.len() <= 16
+                && magnitude
+                    .parse::<u64>()
+                    .is_ok_and(|n| n <= JCS_MAX_EXACT_INTEGER);
+            if !exact {
+                return Err(NumberProblem::InexactInteger);
+            }
+        }
         // Rust's f64 parsing rounds to the nearest double, ties to even, as
         // ECMAScript's JSON.parse does, for lexemes of any length.
         match lexeme.parse::<f64>() {
@@ -822,19 +854,30 @@ fn convert_value<D: Dialect>(
 
 fn number_error(problem: NumberProblem, lexeme: &str, at: Location) -> CanonError {
     match problem {
-        NumberProblem::OutOfRange => {
-            let mut number: String = lexeme.chars().take(MAX_ERROR_NUMBER_CHARS).collect();
-            if lexeme.chars().count() > MAX_ERROR_NUMBER_CHARS {
-                number.push('…');
-            }
-            CanonError::NumberOutOfRange { number, at }
-        }
+        NumberProblem::OutOfRange => CanonError::NumberOutOfRange {
+            number: shortened(lexeme),
+            at,
+        },
         NumberProblem::TooManyDigits(digits) => CanonError::IntegerTooLong {
             digits,
             limit: PYTHON_MAX_INT_DIGITS,
             at,
         },
+        NumberProblem::InexactInteger => CanonError::IntegerNotExact {
+            number: shortened(lexeme),
+            at,
+        },
     }
+}
+
+/// Returns a number lexeme cut short with `…` past
+/// [`MAX_ERROR_NUMBER_CHARS`] characters.
+fn shortened(lexeme: &str) -> String {
+    let mut number: String = lexeme.chars().take(MAX_ERROR_NUMBER_CHARS).collect();
+    if lexeme.chars().count() > MAX_ERROR_NUMBER_CHARS {
+        number.push('…');
+    }
+    number
 }
 
 /// A recursive-descent parser for RFC 8259 JSON text. Recursion is bounded
@@ -1360,10 +1403,24 @@ mod tests {
     }
 
     #[test]
-    fn jcs_integers_round_to_double() {
-        assert_eq!(jcs("9007199254740993"), "9007199254740992");
-        assert_eq!(jcs("18446744073709551616"), "18446744073709552000");
+    fn jcs_integers_must_be_exact() {
+        assert_eq!(jcs("9007199254740991"), "9007199254740991");
+        assert_eq!(jcs("-9007199254740991"), "-9007199254740991");
         assert_eq!(jcs("-0"), "0");
+        for lexeme in [
+            "9007199254740992",
+            "-9007199254740993",
+            "18446744073709551616",
+        ] {
+            let error = canonicalize(lexeme, Profile::Jcs).map(|_| ());
+            assert!(
+                matches!(error, Err(CanonError::IntegerNotExact { .. })),
+                "{lexeme}: {error:?}"
+            );
+        }
+        // A float is a double by definition, so it rounds as RFC 8785 says.
+        assert_eq!(jcs("9007199254740993.0"), "9007199254740992");
+        assert_eq!(jcs("1e16"), "10000000000000000");
     }
 
     #[test]
@@ -1427,15 +1484,24 @@ mod tests {
              it would become infinity"
         );
 
-        // A 400-digit integer overflows a double but is an exact Python int.
+        // A 400-digit integer is beyond what jcs represents exactly, but is
+        // an exact Python int.
         let long_integer = "9".repeat(400);
         match canonicalize(&long_integer, Profile::Jcs) {
-            Err(CanonError::NumberOutOfRange { number, .. }) => {
+            Err(CanonError::IntegerNotExact { number, .. }) => {
                 assert_eq!(number, format!("{}…", "9".repeat(40)));
             }
             other => panic!("unexpected result {other:?}"),
         }
         assert_eq!(python(&long_integer), long_integer);
+        // As a float it overflows a double.
+        let long_float = format!("{long_integer}.0");
+        match canonicalize(&long_float, Profile::Jcs) {
+            Err(CanonError::NumberOutOfRange { number, .. }) => {
+                assert_eq!(number, format!("{}…", "9".repeat(40)));
+            }
+            other => panic!("unexpected result {other:?}"),
+        }
     }
 
     #[test]
@@ -1618,9 +1684,14 @@ mod tests {
             canonicalize_value(&value, Profile::PythonSortKeys),
             Ok(br#"{"big": 18446744073709551615, "float": 1.0, "int": 1, "neg": -0.0, "small": -9223372036854775808}"#.to_vec())
         );
-        assert_eq!(
+        assert!(matches!(
             canonicalize_value(&value, Profile::Jcs),
-            Ok(br#"{"big":18446744073709552000,"float":1,"int":1,"neg":0,"small":-9223372036854776000}"#.to_vec())
+            Err(CanonError::IntegerNotExact { .. })
+        ));
+        let exact = json!({"int": 1, "float": 1.0, "neg": -0.0, "max": 9_007_199_254_740_991_i64});
+        assert_eq!(
+            canonicalize_value(&exact, Profile::Jcs),
+            Ok(br#"{"float":1,"int":1,"max":9007199254740991,"neg":0}"#.to_vec())
         );
     }
 

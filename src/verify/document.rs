@@ -104,7 +104,8 @@ impl<'a> SignedOutput<'a> {
                     .and_then(|n| u32::try_from(n).ok())
                     .ok_or_else(|| {
                         format!(
-                            "key_version must be an integer of at least 1, got {}",
+                            "key_version must be an integer from 1 to {}, got {}",
+                            u32::MAX,
                             short(&v)
                         )
                     })?,
@@ -379,11 +380,11 @@ mod tests {
             ),
             (
                 r#"{"output": {}, "signature": "00", "signing_key_id": "k", "key_version": 1.0}"#,
-                "key_version must be an integer of at least 1, got 1.0",
+                "key_version must be an integer from 1 to 4294967295, got 1.0",
             ),
             (
                 r#"{"output": {}, "signature": "00", "signing_key_id": "k", "key_version": 0}"#,
-                "key_version must be an integer of at least 1, got 0",
+                "key_version must be an integer from 1 to 4294967295, got 0",
             ),
             (
                 r#"{"output": {}, "signature": "00", "signing_key_id": "k", "algorithm": "rsa"}"#,
