@@ -19,17 +19,19 @@ def canonicalize(manifest: Any, canonicalization: str = JCS) -> bytes:
     ``jcs`` is the JSON Canonicalization Scheme of RFC 8785, which any
     language can reproduce. ``python-sort-keys`` is
     ``json.dumps(manifest, sort_keys=True)`` with the default separators and
-    ``ensure_ascii``, encoded as UTF-8, the form that examples/model_service.py
-    signs.
+    ``ensure_ascii``, encoded as UTF-8, the form that many existing Python
+    producers sign.
 
     Raises ValueError for an unknown canonicalization, for NaN or an infinity
-    anywhere in manifest, and for values that the scheme cannot represent.
+    anywhere in manifest, for a string with an unpaired UTF-16 surrogate,
+    and for values that the scheme cannot represent.
     """
     if canonicalization not in CANONICALIZATIONS:
         raise ValueError(
             f"unknown canonicalization {canonicalization!r}; use one of {', '.join(CANONICALIZATIONS)}"
         )
     reject_non_finite(manifest)
+    reject_lone_surrogates(manifest)
     if canonicalization == PYTHON_SORT_KEYS:
         try:
             return json.dumps(manifest, sort_keys=True, allow_nan=False).encode("utf-8")
@@ -54,6 +56,33 @@ def reject_non_finite(value: Any) -> None:
                 "(json.dumps(allow_nan=False) rejects it); replace it with null or a string "
                 "before signing"
             )
+
+
+def reject_lone_surrogates(value: Any) -> None:
+    """Raise ValueError naming the first key or string with an unpaired surrogate.
+
+    Such a string is not valid Unicode and has no UTF-8 form. json.dumps
+    escapes it as \\udXXX, but the Rust verifier and other strict parsers
+    reject it, so a signature over it would not verify everywhere.
+    """
+    for path, item in _walk(value, "$"):
+        if isinstance(item, str) and _has_lone_surrogate(item):
+            raise ValueError(
+                f"manifest value at {path} contains an unpaired UTF-16 surrogate, which is not "
+                "valid Unicode; remove it before signing"
+            )
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str) and _has_lone_surrogate(key):
+                    raise ValueError(
+                        f"manifest key {key!r} at {path} contains an unpaired UTF-16 surrogate, "
+                        "which is not valid Unicode; remove it before signing"
+                    )
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    """Return whether text contains a code point from U+D800 to U+DFFF."""
+    return any("\ud800" <= char <= "\udfff" for char in text)
 
 
 def _walk(value: Any, path: str) -> Iterator[Tuple[str, Any]]:

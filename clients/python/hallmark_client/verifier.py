@@ -55,6 +55,8 @@ _CURVE_ORDERS = {
         16,
     ),
 }
+# Key versions are uint32 in the protocol.
+_MAX_KEY_VERSION = 2**32 - 1
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384}
 PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
 
@@ -401,14 +403,19 @@ class Verifier:
         if not isinstance(key_id, str) or not key_id:
             raise MalformedDocument(f"signing_key_id must be a non-empty string, got {key_id!r}")
         key_version = signed_output.get("key_version")
-        if key_version is not None and (type(key_version) is not int or key_version < 1):
-            raise MalformedDocument(f"key_version must be an integer of at least 1, got {key_version!r}")
+        if key_version is not None and (type(key_version) is not int or not 1 <= key_version <= _MAX_KEY_VERSION):
+            raise MalformedDocument(
+                f"key_version must be an integer from 1 to {_MAX_KEY_VERSION}, got {key_version!r}"
+            )
         algorithm = signed_output.get("algorithm")
         if algorithm is not None and algorithm not in HASH_FOR_ALGORITHM:
             raise MalformedDocument(
                 f"algorithm {algorithm!r} is unknown; expected one of {', '.join(HASH_FOR_ALGORITHM)}"
             )
-        canonicalization = signed_output.get("canonicalization", PYTHON_SORT_KEYS)
+        # A null canonicalization counts as absent, like the other optional fields.
+        canonicalization = signed_output.get("canonicalization")
+        if canonicalization is None:
+            canonicalization = PYTHON_SORT_KEYS
         if canonicalization not in CANONICALIZATIONS:
             raise MalformedDocument(
                 f"canonicalization {canonicalization!r} is unknown; expected one of {', '.join(CANONICALIZATIONS)}"
