@@ -7,6 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{TestServer, TestToken};
 use hallmark::canon::{Profile, canonicalize};
 use hallmark::pb;
@@ -436,6 +438,63 @@ fn an_unusable_key_set_entry_names_its_problem() {
     );
 }
 
+/// A salt longer than the modulus allows makes the `rsa` crate panic, so
+/// the key set refuses it before any signature reaches the crate.
+#[test]
+fn impossible_pss_salts_are_unusable() {
+    let modulus = URL_SAFE_NO_PAD.encode([0xc5; 256]);
+    let jwk = |salt: Value| {
+        json!({
+            "kty": "RSA", "n": modulus, "e": "AQAB", "kid": "rsa-1",
+            "hallmark_algorithm": "rsa-pss-sha256", "hallmark_pss_salt_length": salt,
+            "hallmark_version": 1,
+            "hallmark_activates_at": ACTIVATES_AT, "hallmark_verify_until": VERIFY_UNTIL,
+        })
+    };
+    let document = r#"{"output": {"timestamp": "2026-03-01T11:59:50Z"}, "signature": "00",
+        "signing_key_id": "rsa-1", "canonicalization": "jcs"}"#;
+    let cases = [
+        (
+            json!(u64::MAX),
+            "a PSS salt of 18446744073709551615 bytes does not fit a 2048-bit key; the maximum \
+             is 222",
+        ),
+        (
+            json!(223),
+            "a PSS salt of 223 bytes does not fit a 2048-bit key; the maximum is 222",
+        ),
+        (
+            json!(32.0),
+            "hallmark_pss_salt_length 32.0 is not a byte count",
+        ),
+        (json!(-1), "hallmark_pss_salt_length -1 is not a byte count"),
+    ];
+    for (salt, problem) in cases {
+        let keys = KeySet::from_jwks(&json!({ "keys": [jwk(salt)] }), SOURCE).expect("valid JWKS");
+        assert_eq!(
+            rejection(&verifier(keys), document),
+            (
+                "bad_signature",
+                format!("bad signature: the key set entry for rsa-1 is unusable: {problem}")
+            )
+        );
+    }
+}
+
+#[test]
+fn windows_that_overflow_are_refused() {
+    let producer = Producer::new(7);
+    let options = Options {
+        max_age: Duration::MAX,
+        ..Options::default()
+    };
+    let error = Verifier::new(producer.key_set(), SOURCE, options).map(|_| ());
+    assert_eq!(
+        error.map_err(|e| e.to_string()),
+        Err("max_age plus clock_skew must be at most 36500d".to_owned())
+    );
+}
+
 #[test]
 fn pem_keys_verify_without_a_window() {
     use p256::pkcs8::{EncodePublicKey, LineEnding};
@@ -583,6 +642,33 @@ fn hallmark(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn sign_command_checks_manifests_before_calling() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let manifests = dir.path().join("manifests.jsonl");
+    std::fs::write(
+        &manifests,
+        "{\"timestamp\": \"2026-03-01T12:00:00Z\"}\n{\"prediction\": 1}\n",
+    )
+    .expect("writes");
+    // No server listens on the target: the second manifest fails first.
+    let output = hallmark(&[
+        "sign",
+        "--manifest",
+        manifests.to_str().unwrap_or_default(),
+        "--target",
+        "127.0.0.1:9",
+    ]);
+    assert_eq!(output.status.code(), Some(65));
+    assert_eq!(output.stdout, b"");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: line 2: the manifest cannot be signed: it has no \"timestamp\" field; verifiers \
+         check freshness against an RFC 3339 timestamp there (choose another field with \
+         --timestamp-field)\n"
+    );
+}
+
+#[test]
 fn verify_command_exit_codes() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let missing = dir.path().join("missing.json");
@@ -623,6 +709,42 @@ fn verify_command_exit_codes() {
 
     let keys = dir.path().join("keys.json");
     std::fs::write(&keys, r#"{"keys": []}"#).expect("writes");
+    let keys_arg = keys.to_str().unwrap_or_default();
+    let usage_errors = [
+        (
+            vec!["verify", "--keys", "ftp://127.0.0.1/keys.json", "-"],
+            "error: the key set from ftp://127.0.0.1/keys.json is invalid: the scheme is not \
+             supported; use http://, https://, file:// or a file path\n",
+        ),
+        (
+            vec![
+                "verify",
+                "--keys",
+                keys_arg,
+                "--replay-cache-size",
+                "0",
+                "-",
+            ],
+            "error: the replay cache size must be at least 1\n",
+        ),
+        (
+            vec![
+                "verify",
+                "--keys",
+                keys_arg,
+                "--replay-cache",
+                "/dev/null",
+                "-",
+            ],
+            "error: replay cache path /dev/null exists but is not a regular file; choose a file \
+             path\n",
+        ),
+    ];
+    for (args, message) in usage_errors {
+        let output = hallmark(&args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), message);
+    }
     std::fs::write(&document, "{\"output\": {}}\n\nnot json\n").expect("writes");
     let output = hallmark(&[
         "verify",

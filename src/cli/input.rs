@@ -55,6 +55,10 @@ pub fn read_documents(input: &Input) -> Result<Vec<(usize, String)>, ExitCode> {
         Input::File(path) => std::fs::read_to_string(path).map(|t| text = t),
     };
     if let Err(error) = read {
+        if error.kind() == std::io::ErrorKind::InvalidData {
+            eprintln!("error: {input} is not UTF-8 text");
+            return Err(ExitCode::from(EXIT_DATA));
+        }
         eprintln!("error: cannot read {input}: {error}");
         return Err(ExitCode::from(EXIT_NO_INPUT));
     }

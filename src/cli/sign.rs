@@ -1,7 +1,7 @@
 //! `hallmark sign`: canonicalize manifests, have a running Hallmark sign
 //! their digests, and print the signed outputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,8 @@ use crate::config::{DEFAULT_LISTEN, parse_duration};
 use crate::pb;
 use crate::pb::signer_service_client::SignerServiceClient;
 use crate::verify::algorithm::{self, Algorithm, SignatureEncoding, VerifyingKey};
-use crate::verify::{NewSignedOutput, format_rfc3339};
+use crate::verify::{NewSignedOutput, format_rfc3339, parse_rfc3339};
+use serde_json::Value;
 
 /// Options of `hallmark sign`.
 #[derive(Debug, Args)]
@@ -42,8 +43,19 @@ pub struct SignArgs {
     #[arg(long, value_enum, default_value_t = EncodingArg::Der)]
     pub signature_encoding: EncodingArg,
     /// Deadline of each call, such as 10s.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_positive_duration)]
     pub timeout: Duration,
+    /// Manifest field that must hold the output's RFC 3339 timestamp,
+    /// which verifiers check freshness against.
+    #[arg(long, default_value = crate::verify::DEFAULT_TIMESTAMP_FIELD)]
+    pub timestamp_field: String,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
 }
 
 /// Canonicalization names on the command line.
@@ -97,7 +109,13 @@ pub fn run(args: &SignArgs) -> ExitCode {
             eprintln!("error: line {line}: a manifest must be a JSON object");
             return ExitCode::from(EXIT_DATA);
         }
-        match canonicalize(text, profile) {
+        let checked = canonicalize(text, profile)
+            .map_err(|e| e.to_string())
+            .and_then(|message| {
+                check_timestamp(text, &args.timestamp_field)?;
+                Ok(message)
+            });
+        match checked {
             Ok(message) => messages.push(message),
             Err(error) => {
                 eprintln!("error: line {line}: the manifest cannot be signed: {error}");
@@ -128,6 +146,23 @@ pub fn run(args: &SignArgs) -> ExitCode {
     }
 }
 
+/// Checks that a manifest has the timestamp that verifiers require, since
+/// an output without one can be signed but never verified.
+fn check_timestamp(manifest: &str, field: &str) -> Result<(), String> {
+    let members: BTreeMap<String, Value> =
+        serde_json::from_str(manifest).map_err(|e| format!("it is not a JSON object: {e}"))?;
+    match members.get(field) {
+        Some(Value::String(text)) => parse_rfc3339(text).map(|_| ()),
+        Some(other) => Err(format!(
+            "its {field:?} field must be an RFC 3339 string, not {other}"
+        )),
+        None => Err(format!(
+            "it has no {field:?} field; verifiers check freshness against an RFC 3339 \
+             timestamp there (choose another field with --timestamp-field)"
+        )),
+    }
+}
+
 async fn sign_all(
     args: &SignArgs,
     target: &Target,
@@ -143,7 +178,7 @@ async fn sign_all(
     })?;
     let key_name = args.key.clone().unwrap_or_default();
     let listed = list_keys(&mut client).await?;
-    let hashes = candidate_hashes(&listed, &key_name);
+    let mut hashes = candidate_hashes(&listed, &key_name);
     let mut public_keys = PublicKeys::default();
     public_keys.add(&listed);
     let encoding = match args.signature_encoding {
@@ -152,9 +187,17 @@ async fn sign_all(
     };
     let mut stdout = std::io::stdout().lock();
     for ((line, text), message) in manifests.iter().zip(messages) {
-        let signed = sign_one(&mut client, &key_name, &hashes, message, encoding)
-            .await
-            .map_err(|f| Failure::new(f.exit, format!("line {line}: {}", f.message)))?;
+        let mut signed = sign_one(&mut client, &key_name, &hashes, message, encoding).await;
+        // A rotation can move the key to an algorithm with another hash;
+        // the server then rejects the digest, so look the hash up again.
+        if matches!(&signed, Err(f) if f.exit == EXIT_DATA) && hashes.len() == 1 {
+            let listed = list_keys(&mut client).await?;
+            public_keys.add(&listed);
+            hashes = candidate_hashes(&listed, &key_name);
+            signed = sign_one(&mut client, &key_name, &hashes, message, encoding).await;
+        }
+        let signed =
+            signed.map_err(|f| Failure::new(f.exit, format!("line {line}: {}", f.message)))?;
         check_response(&mut client, &mut public_keys, &signed)
             .await
             .map_err(|f| Failure::new(f.exit, format!("line {line}: {}", f.message)))?;

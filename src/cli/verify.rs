@@ -16,8 +16,8 @@ use crate::config::parse_duration;
 use crate::pb;
 use crate::verify::algorithm::Algorithm;
 use crate::verify::{
-    DEFAULT_FETCH_TIMEOUT, Fetch, KeySet, KeySetError, Options, PemParameters, SetupError, Verdict,
-    Verifier, VerifyError, format_rfc3339,
+    DEFAULT_FETCH_TIMEOUT, Fetch, KeySet, KeySetError, Options, PemParameters, ReplayCacheError,
+    SetupError, Verdict, Verifier, VerifyError, format_rfc3339,
 };
 
 /// Exit code when at least one document was rejected.
@@ -66,9 +66,11 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
             eprintln!("error: {error}");
             return ExitCode::from(match error {
                 SetupError::KeySet(KeySetError::Unavailable { .. }) => EXIT_UNAVAILABLE,
-                SetupError::KeySet(KeySetError::Invalid { .. }) | SetupError::InvalidOption(_) => {
-                    EXIT_CONFIG
-                }
+                SetupError::KeySet(KeySetError::Invalid { .. })
+                | SetupError::InvalidOption(_)
+                | SetupError::ReplayCache(
+                    ReplayCacheError::ZeroCapacity | ReplayCacheError::NotAFile { .. },
+                ) => EXIT_CONFIG,
                 SetupError::ReplayCache(_) => EXIT_IO,
             });
         }
@@ -85,7 +87,8 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
             rejected += 1;
         }
         let report = verdict_json(*line, &result);
-        if writeln!(stdout, "{report}").is_err() {
+        if let Err(error) = writeln!(stdout, "{report}") {
+            eprintln!("error: cannot write the verdicts: {error}");
             return ExitCode::from(EXIT_IO);
         }
     }

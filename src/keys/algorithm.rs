@@ -119,7 +119,11 @@ pub fn mechanism(
     Ok(match algorithm {
         Algorithm::RsaPssSha256 => {
             let len = salt_len.ok_or(AlgorithmError::MissingSaltLength { algorithm })?;
-            let s_len = Ulong::try_from(len).map_err(|_| AlgorithmError::SaltTooLarge { len })?;
+            let s_len = Ulong::try_from(len).map_err(|_| AlgorithmError::SaltTooLarge {
+                len,
+                // CK_ULONG has at least 32 bits on every platform.
+                max: u32::MAX as usize,
+            })?;
             Mechanism::RsaPkcsPss(PkcsPssParams {
                 hash_alg: MechanismType::SHA256,
                 mgf: PkcsMgfType::MGF1_SHA256,

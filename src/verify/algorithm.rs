@@ -62,11 +62,13 @@ pub enum AlgorithmError {
         /// The algorithm.
         algorithm: Algorithm,
     },
-    /// The salt length does not fit the PKCS#11 parameter.
-    #[error("PSS salt length {len} is too large")]
+    /// The salt length does not fit the key, or the PKCS#11 parameter.
+    #[error("PSS salt length {len} is too large; the maximum is {max}")]
     SaltTooLarge {
         /// The salt length in bytes.
         len: usize,
+        /// The largest salt length allowed, in bytes.
+        max: usize,
     },
     /// The digest is not as long as the algorithm's hash output.
     #[error("{algorithm} signs a {expected}-byte digest, not {actual} bytes")]
@@ -466,6 +468,15 @@ impl VerifyingKey {
         encoded.map_err(spki_error)
     }
 
+    /// Returns the largest RSA-PSS salt length, in bytes, that the key can
+    /// verify with SHA-256, or `None` for keys that are not RSA.
+    pub fn max_pss_salt_len(&self) -> Option<usize> {
+        match self {
+            Self::Rsa(key) => Some(pss_max_salt_len(key.n().bits())),
+            _ => None,
+        }
+    }
+
     /// Returns the key size in bits: the RSA modulus size, or the curve's
     /// size.
     pub fn bits(&self) -> u32 {
@@ -506,6 +517,15 @@ impl VerifyingKey {
         (crv, URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y))
     }
 }
+/// Returns the largest PSS salt for SHA-256 and a modulus of `bits` bits:
+/// emLen - hLen - 2, where emLen = ceil((bits - 1) / 8) (RFC 8017, section
+/// 9.1.1).
+fn pss_max_salt_len(bits: usize) -> usize {
+    bits.saturating_sub(1)
+        .div_ceil(8)
+        .saturating_sub(SHA256_LEN + 2)
+}
+
 fn invalid_key(key: &'static str, error: impl fmt::Display) -> AlgorithmError {
     AlgorithmError::InvalidPublicKey {
         key,
@@ -599,6 +619,12 @@ pub fn verify(
     match (key, algorithm) {
         (VerifyingKey::Rsa(key), Algorithm::RsaPssSha256) => {
             let len = salt_len.ok_or(AlgorithmError::MissingSaltLength { algorithm })?;
+            // The rsa crate panics on a salt longer than the encoded message
+            // has room for, and such a salt is never valid anyway.
+            let max = pss_max_salt_len(key.n().bits());
+            if len > max {
+                return Err(AlgorithmError::SaltTooLarge { len, max });
+            }
             key.verify(Pss::new_with_salt::<Sha256>(len), digest, signature)
                 .map_err(|_| failed)
         }
@@ -1003,6 +1029,26 @@ mod tests {
             VerifyingKey::from_spki_der(&[0x30, 0x00]),
             Err(AlgorithmError::UnsupportedPublicKey)
         ));
+    }
+
+    #[test]
+    fn oversized_pss_salts_are_rejected_without_panicking() {
+        let key = VerifyingKey::rsa(&[0xc5; 256], &[1, 0, 1]).expect("valid public key");
+        assert_eq!(key.max_pss_salt_len(), Some(222));
+        for len in [223, usize::MAX] {
+            let result = verify(
+                &key,
+                Algorithm::RsaPssSha256,
+                Some(len),
+                &[0; 32],
+                &[1; 256],
+                SignatureEncoding::Der,
+            );
+            assert!(
+                matches!(result, Err(AlgorithmError::SaltTooLarge { max: 222, .. })),
+                "{len}: {result:?}"
+            );
+        }
     }
 
     #[test]

@@ -76,12 +76,12 @@ impl<'a> SignedOutput<'a> {
                 kind(members["output"])
             ));
         }
-        let signature = match value(members["signature"]) {
+        let signature = match value("signature", members["signature"])? {
             Value::String(hex) => decode_hex(&hex),
             _ => None,
         }
         .ok_or("signature must be a non-empty hex string of whole bytes")?;
-        let signing_key_id = match value(members["signing_key_id"]) {
+        let signing_key_id = match value("signing_key_id", members["signing_key_id"])? {
             Value::String(id) if !id.is_empty() => id,
             other => {
                 return Err(format!(
@@ -90,13 +90,13 @@ impl<'a> SignedOutput<'a> {
                 ));
             }
         };
-        let optional = |name: &str| {
-            members
-                .get(name)
-                .map(|raw| value(raw))
-                .filter(|v| !v.is_null())
+        let optional = |name: &str| -> Result<Option<Value>, String> {
+            match members.get(name) {
+                Some(raw) => Ok(Some(value(name, raw)?).filter(|v| !v.is_null())),
+                None => Ok(None),
+            }
         };
-        let key_version = match optional("key_version") {
+        let key_version = match optional("key_version")? {
             None => None,
             Some(v) => Some(
                 v.as_u64()
@@ -111,7 +111,7 @@ impl<'a> SignedOutput<'a> {
                     })?,
             ),
         };
-        let algorithm = match optional("algorithm") {
+        let algorithm = match optional("algorithm")? {
             None => None,
             Some(v) => Some(
                 v.as_str()
@@ -125,7 +125,7 @@ impl<'a> SignedOutput<'a> {
                     })?,
             ),
         };
-        let canonicalization = match optional("canonicalization") {
+        let canonicalization = match optional("canonicalization")? {
             None => Profile::PythonSortKeys,
             Some(v) => v
                 .as_str()
@@ -137,7 +137,7 @@ impl<'a> SignedOutput<'a> {
                     )
                 })?,
         };
-        let signature_encoding = match optional("signature_encoding") {
+        let signature_encoding = match optional("signature_encoding")? {
             None => None,
             Some(v) => Some(match v.as_str() {
                 Some("der") => SignatureEncoding::Der,
@@ -213,14 +213,21 @@ impl NewSignedOutput<'_> {
 }
 
 /// Removes the whitespace between the tokens of valid JSON text, leaving
-/// strings and numbers exactly as written.
+/// numbers as written and strings with the same value.
 pub fn compact_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_string = false;
     let mut escaped = false;
     for c in text.chars() {
         if in_string {
-            out.push(c);
+            // JSON allows these two raw in strings, but many line-based
+            // readers (and JavaScript before ES2019) treat them as line
+            // breaks, so they are escaped; the string's value is unchanged.
+            match c {
+                '\u{2028}' => out.push_str("\\u2028"),
+                '\u{2029}' => out.push_str("\\u2029"),
+                _ => out.push(c),
+            }
             if escaped {
                 escaped = false;
             } else if c == '\\' {
@@ -291,9 +298,11 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
     }
 }
 
-/// Parses a member's value; the text is known to be valid JSON.
-fn value(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+/// Parses a member's value. Valid JSON text can still fail here: a lone
+/// surrogate escape has no Rust string, and a number such as `1e400` has no
+/// double. Either makes the document malformed, never a missing field.
+fn value(name: &str, raw: &RawValue) -> Result<Value, String> {
+    serde_json::from_str(raw.get()).map_err(|e| format!("{name} is not a valid value: {e}"))
 }
 
 /// Names the JSON type of a raw value for messages.
@@ -429,6 +438,29 @@ mod tests {
             compact_json(text),
             "{\"a b\":[1.50,1E+2],\"q\\\" x\":\"\\\\ \"}"
         );
+        let separators = "{\"a\": \"x\u{2028}y\u{2029}\"}";
+        assert_eq!(compact_json(separators), r#"{"a":"x\u2028y\u2029"}"#);
+    }
+
+    #[test]
+    fn unreadable_values_are_malformed() {
+        let cases = [
+            (
+                r#"{"output": {}, "signature": "00", "signing_key_id": "k", "algorithm": "\ud800"}"#,
+                "algorithm is not a valid value: unexpected end of hex escape at line 1 column 8",
+            ),
+            (
+                r#"{"output": {}, "signature": "00", "signing_key_id": "k", "key_version": 1e400}"#,
+                "key_version is not a valid value: number out of range at line 1 column 5",
+            ),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                SignedOutput::parse(text).map(|_| ()),
+                Err(expected.to_owned()),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl KeySet {
         pem: PemParameters,
     ) -> Result<Self, KeySetError> {
         let text = read_location(location, timeout)?;
-        if text.trim_start().starts_with("-----BEGIN") {
+        if text.contains("-----BEGIN PUBLIC KEY-----") {
             return Self::from_pem(&text, pem, location);
         }
         let document: Value = serde_json::from_str(&text).map_err(|e| KeySetError::Invalid {
@@ -291,6 +291,7 @@ impl KeySet {
             };
             let pss_salt_length = (algorithm == Algorithm::RsaPssSha256)
                 .then(|| parameters.pss_salt_length.unwrap_or(SHA256_LEN));
+            check_salt(&key, pss_salt_length).map_err(&invalid)?;
             set.insert(PublishedKey {
                 key_id: key.key_id(),
                 key_name: String::new(),
@@ -336,9 +337,11 @@ fn read_location(location: &str, timeout: Duration) -> Result<String, KeySetErro
     }
     let path = Path::new(location.strip_prefix("file://").unwrap_or(location));
     if location.contains("://") && !location.starts_with("file://") {
-        return Err(unavailable(
-            "unsupported scheme; use http://, https://, file:// or a file path".into(),
-        ));
+        return Err(KeySetError::Invalid {
+            source_name: location.to_owned(),
+            reason: "the scheme is not supported; use http://, https://, file:// or a file path"
+                .into(),
+        });
     }
     let metadata = std::fs::metadata(path).map_err(|e| unavailable(e.to_string()))?;
     if metadata.len() > MAX_KEY_SET_BYTES {
@@ -374,17 +377,26 @@ fn jwk_entry(key_id: &str, entry: &Value) -> Result<PublishedKey, String> {
     let algorithm_name = text("hallmark_algorithm").ok_or("it has no hallmark_algorithm")?;
     let algorithm = Algorithm::parse(algorithm_name).map_err(|e| e.to_string())?;
     let public_key = jwk_public_key(algorithm, members)?;
-    let pss_salt_length = match algorithm {
-        Algorithm::RsaPssSha256 => Some(
-            members
-                .get("hallmark_pss_salt_length")
-                .and_then(Value::as_u64)
+    let pss_salt_length = match (algorithm, members.get("hallmark_pss_salt_length")) {
+        (Algorithm::RsaPssSha256, Some(salt)) => Some(
+            salt.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
-                .or_else(|| (text("alg") == Some("PS256")).then_some(SHA256_LEN))
-                .ok_or("an rsa-pss-sha256 key needs hallmark_pss_salt_length")?,
+                .ok_or_else(|| format!("hallmark_pss_salt_length {salt} is not a byte count"))?,
         ),
+        // PS256 fixes the salt at the digest length (RFC 7518, section 3.5).
+        (Algorithm::RsaPssSha256, None) if text("alg") == Some("PS256") => Some(SHA256_LEN),
+        (Algorithm::RsaPssSha256, None) => {
+            return Err("an rsa-pss-sha256 key needs hallmark_pss_salt_length".into());
+        }
         _ => None,
     };
+    check_salt(&public_key, pss_salt_length)?;
+    let version = members
+        .get("hallmark_version")
+        .and_then(Value::as_u64)
+        .filter(|&v| v >= 1)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or("hallmark_version must be an integer of at least 1")?;
     let time = |name: &str| text(name).and_then(|t| parse_rfc3339(t).ok());
     let validity = match (time("hallmark_activates_at"), time("hallmark_verify_until")) {
         (Some(activates_at), Some(verify_until)) => Validity::Window {
@@ -396,16 +408,23 @@ fn jwk_entry(key_id: &str, entry: &Value) -> Result<PublishedKey, String> {
     Ok(PublishedKey {
         key_id: key_id.to_owned(),
         key_name: text("hallmark_key_name").unwrap_or_default().to_owned(),
-        version: members
-            .get("hallmark_version")
-            .and_then(Value::as_u64)
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0),
+        version,
         algorithm,
         pss_salt_length,
         validity,
         public_key,
     })
+}
+
+/// Checks that an RSA-PSS salt length fits the key.
+fn check_salt(key: &VerifyingKey, salt: Option<usize>) -> Result<(), String> {
+    match (salt, key.max_pss_salt_len()) {
+        (Some(len), Some(max)) if len > max => Err(format!(
+            "a PSS salt of {len} bytes does not fit a {}-bit key; the maximum is {max}",
+            key.bits()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Builds the public key of a JWK whose `kty` and `crv` must fit the
@@ -471,6 +490,9 @@ fn list_keys_entry(version: &pb::KeyVersion) -> Result<PublishedKey, String> {
     if !public_key.algorithms().contains(&algorithm) {
         return Err(format!("its public key cannot verify {algorithm}"));
     }
+    let pss_salt_length = (algorithm == Algorithm::RsaPssSha256)
+        .then(|| usize::try_from(version.pss_salt_length).unwrap_or(usize::MAX));
+    check_salt(&public_key, pss_salt_length)?;
     let time =
         |t: &Option<prost_types::Timestamp>| t.as_ref().and_then(|t| SystemTime::try_from(*t).ok());
     let validity = match (time(&version.activates_at), time(&version.verify_until)) {
@@ -485,8 +507,7 @@ fn list_keys_entry(version: &pb::KeyVersion) -> Result<PublishedKey, String> {
         key_name: version.key_name.clone(),
         version: version.version,
         algorithm,
-        pss_salt_length: (algorithm == Algorithm::RsaPssSha256)
-            .then(|| usize::try_from(version.pss_salt_length).unwrap_or(usize::MAX)),
+        pss_salt_length,
         validity,
         public_key,
     })

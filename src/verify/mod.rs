@@ -105,6 +105,10 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default minimum time between two fetches, so that documents naming
 /// unknown keys cannot make the verifier hammer the key server.
 pub const DEFAULT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// Longest replay window (`max_age + clock_skew`) accepted: 100 years of
+/// 365 days, far beyond any freshness policy, which keeps time arithmetic
+/// from overflowing.
+pub const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 86_400);
 /// Default timeout of one key set fetch.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -300,6 +304,13 @@ impl Verifier {
     ) -> Result<Self, SetupError> {
         if options.max_age.is_zero() {
             return Err(SetupError::InvalidOption("max_age must be positive".into()));
+        }
+        let window = options.max_age.checked_add(options.clock_skew);
+        if window.is_none_or(|w| w > MAX_WINDOW) {
+            return Err(SetupError::InvalidOption(format!(
+                "max_age plus clock_skew must be at most {}",
+                format_duration(MAX_WINDOW)
+            )));
         }
         if options.timestamp_field.is_empty() {
             return Err(SetupError::InvalidOption(

@@ -22,6 +22,14 @@ pub enum ReplayCacheError {
     /// The capacity is zero.
     #[error("the replay cache size must be at least 1")]
     ZeroCapacity,
+    /// The path exists but is not a regular file. Replacing it by a rename
+    /// would destroy a device or follow an attacker's symlink, and a FIFO
+    /// would block the open forever.
+    #[error("replay cache path {path} exists but is not a regular file; choose a file path")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// Another process has the cache file open.
     #[error(
         "replay cache file {path} is in use by another verifier; give each consumer process \
@@ -91,6 +99,20 @@ impl ReplayCache {
         };
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_error)?;
+        }
+        for candidate in [
+            path.to_owned(),
+            sibling(path, ".lock"),
+            sibling(path, ".tmp"),
+        ] {
+            match std::fs::symlink_metadata(&candidate) {
+                Ok(metadata) if !metadata.file_type().is_file() => {
+                    return Err(ReplayCacheError::NotAFile { path: candidate });
+                }
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(io_error(error)),
+            }
         }
         let lock = OpenOptions::new()
             .create(true)
@@ -372,6 +394,27 @@ mod tests {
             std::fs::read_to_string(&path).expect("file exists"),
             "2000.500000 python\n2000.000000 torn\n"
         );
+    }
+
+    #[test]
+    fn paths_that_are_not_files_are_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let target = dir.path().join("target");
+        std::fs::write(&target, "precious\n").expect("writes");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let refused = ReplayCache::open(10, &link, at(1_000));
+        assert!(matches!(refused, Err(ReplayCacheError::NotAFile { path }) if path == link));
+        assert_eq!(
+            std::fs::read_to_string(&target).expect("target remains"),
+            "precious\n"
+        );
+
+        let directory = dir.path().join("cache");
+        std::fs::create_dir(&directory).expect("creates");
+        let refused = ReplayCache::open(10, &directory, at(1_000));
+        assert!(matches!(refused, Err(ReplayCacheError::NotAFile { .. })));
+        assert!(ReplayCache::open(10, Path::new("/dev/null"), at(1_000)).is_err());
     }
 
     #[test]

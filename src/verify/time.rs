@@ -73,10 +73,14 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, String> {
             if !hh || !mm {
                 return Err(shape());
             }
-            let value = i64::from(tail[0] - b'0') * 36_000
-                + i64::from(tail[1] - b'0') * 3_600
-                + i64::from(tail[3] - b'0') * 600
-                + i64::from(tail[4] - b'0') * 60;
+            let hours = i64::from(tail[0] - b'0') * 10 + i64::from(tail[1] - b'0');
+            let minutes = i64::from(tail[3] - b'0') * 10 + i64::from(tail[4] - b'0');
+            if hours > 23 || minutes > 59 {
+                return Err(format!(
+                    "{text:?} is not a valid RFC 3339 timestamp: the offset is out of range"
+                ));
+            }
+            let value = hours * 3_600 + minutes * 60;
             if *sign == b'+' { value } else { -value }
         }
         _ => return Err(shape()),
@@ -222,6 +226,7 @@ mod tests {
         assert_eq!(micros("1970-01-01T00:00:00.123456789Z"), Ok(123_456));
         assert_eq!(micros("1970-01-01T01:00:00+01:00"), Ok(0));
         assert_eq!(micros("1969-12-31T23:00:00-01:00"), Ok(0));
+        assert_eq!(micros("1970-01-02T00:00:00+23:59"), Ok(60_000_000));
         assert_eq!(micros("1969-12-31T23:59:59.5Z"), Ok(-500_000));
         assert_eq!(micros("2000-02-29T00:00:00Z"), Ok(951_782_400_000_000));
         assert_eq!(micros("2026-12-04T22:24:37Z"), Ok(1_796_423_077_000_000));
@@ -249,6 +254,9 @@ mod tests {
             ("2026-12-04T24:00:00Z", "the time of day is out of range"),
             ("2026-12-04T23:59:60Z", "the time of day is out of range"),
             ("0000-12-04T23:59:59Z", "the year must be from 0001 to 9999"),
+            ("2026-12-04T23:59:59+24:00", "the offset is out of range"),
+            ("2026-12-04T23:59:59-00:60", "the offset is out of range"),
+            ("٢٠٢٦-12-04T23:59:59Z", "not an RFC 3339 timestamp"),
         ];
         for (text, expected) in cases {
             let error = parse_rfc3339(text).expect_err(text);
