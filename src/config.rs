@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::caller::{CallerRule, KeyScope, RateLimit};
 use crate::keys::algorithm::Algorithm;
 use crate::keys::{KeyName, SaltSetting};
 use crate::secret::Pin;
@@ -73,6 +74,18 @@ pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest accepted session pool. A token rarely offers more parallelism.
 pub const MAX_SESSIONS: usize = 256;
+
+/// Default permission bits of the Unix socket: owner and group, so that a
+/// model container sharing the group can connect and other users cannot.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// Default most Sign requests admitted at once. A signature takes from
+/// tens of microseconds to tens of milliseconds on an HSM, so 1024 queued
+/// requests is already seconds of work; more would only add latency.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// Upper bound of `server.max_pending`.
+pub const MAX_MAX_PENDING: usize = 1 << 20;
 
 /// A listen address: TCP `host:port` or a Unix domain socket `unix:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -201,6 +214,15 @@ pub struct Config {
     pub rotation_enabled: bool,
     /// Interval between checks of the rotation schedule.
     pub rotation_check_interval: Duration,
+    /// Permission bits of the Unix socket file.
+    pub socket_mode: u32,
+    /// Whether a non-loopback TCP listener without TLS is allowed.
+    pub allow_insecure_tcp: bool,
+    /// Most Sign requests admitted at once, queued for a session or
+    /// signing; more fail fast with RESOURCE_EXHAUSTED.
+    pub max_pending: usize,
+    /// The configured callers; empty means the default policy.
+    pub callers: Vec<CallerRule>,
 }
 
 impl Config {
@@ -249,6 +271,20 @@ struct RawConfig {
     keys: BTreeMap<String, RawKey>,
     #[serde(default)]
     rotation: RawRotation,
+    #[serde(default)]
+    callers: Vec<RawCaller>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCaller {
+    name: Option<String>,
+    uid: Option<u32>,
+    spiffe_id: Option<String>,
+    cn: Option<String>,
+    keys: Option<Vec<String>>,
+    rate: Option<f64>,
+    burst: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -266,6 +302,9 @@ struct RawServer {
     reflection: Option<bool>,
     max_request_bytes: Option<usize>,
     drain_timeout: Option<String>,
+    socket_mode: Option<String>,
+    allow_insecure_tcp: Option<bool>,
+    max_pending: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -442,6 +481,26 @@ impl<'a> Builder<'a> {
                 .unwrap_or(DEFAULT_ROTATION_CHECK_INTERVAL),
         };
 
+        let socket_mode = self.socket_mode(raw.server.socket_mode);
+        let allow_insecure_tcp = raw.server.allow_insecure_tcp.unwrap_or(false);
+        if let Some(ListenAddr::Tcp(addr)) = &listen
+            && !addr.ip().is_loopback()
+            && !allow_insecure_tcp
+        {
+            self.problem(format!(
+                "server.listen: {addr} is not a loopback address, and this version serves TCP \
+                 without TLS, so any host that reaches it could sign; listen on a Unix socket \
+                 or loopback, or set server.allow_insecure_tcp = true"
+            ));
+        }
+        let max_pending = raw.server.max_pending.unwrap_or(DEFAULT_MAX_PENDING);
+        if !(1..=MAX_MAX_PENDING).contains(&max_pending) {
+            self.problem(format!(
+                "server.max_pending: {max_pending} is outside 1..={MAX_MAX_PENDING}"
+            ));
+        }
+        let callers = self.callers(raw.callers, &keys);
+
         if !self.problems.is_empty() {
             return Err(self.problems);
         }
@@ -459,11 +518,138 @@ impl<'a> Builder<'a> {
                 keys,
                 rotation_enabled,
                 rotation_check_interval,
+                socket_mode,
+                allow_insecure_tcp,
+                max_pending,
+                callers,
             }),
             _ => Err(vec![
                 "internal error: a value failed without a message".into(),
             ]),
         }
+    }
+
+    fn socket_mode(&mut self, text: Option<String>) -> u32 {
+        let Some(text) = text else {
+            return DEFAULT_SOCKET_MODE;
+        };
+        match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
+            _ => {
+                self.problem(format!(
+                    "server.socket_mode: {text:?} is not an octal mode from 0600 to 0777 that \
+                     lets the owner read and write, such as \"0660\""
+                ));
+                DEFAULT_SOCKET_MODE
+            }
+        }
+    }
+
+    fn callers(
+        &mut self,
+        raw: Vec<RawCaller>,
+        keys: &BTreeMap<KeyName, KeyPolicy>,
+    ) -> Vec<CallerRule> {
+        let mut rules: Vec<CallerRule> = Vec::new();
+        for (index, caller) in raw.into_iter().enumerate() {
+            let at = format!("callers[{index}]");
+            if let Some(rule) = self.caller(&at, caller, keys) {
+                if rules.iter().any(|r| r.name == rule.name) {
+                    self.problem(format!("{at}.name: {:?} is used twice", rule.name));
+                } else if rules.iter().any(|r| r.uid == rule.uid) {
+                    self.problem(format!("{at}.uid: {} is used twice", rule.uid));
+                } else {
+                    rules.push(rule);
+                }
+            }
+        }
+        rules
+    }
+
+    fn caller(
+        &mut self,
+        at: &str,
+        raw: RawCaller,
+        keys: &BTreeMap<KeyName, KeyPolicy>,
+    ) -> Option<CallerRule> {
+        let name = match raw.name.as_deref().map(KeyName::parse) {
+            Some(Ok(name)) => name.as_str().to_owned(),
+            Some(Err(e)) => {
+                self.problem(format!(
+                    "{at}.name: {}",
+                    e.replace("key name", "caller name")
+                ));
+                return None;
+            }
+            None => {
+                self.problem(format!(
+                    "{at}.name is missing; name each caller for metrics"
+                ));
+                return None;
+            }
+        };
+        if raw.spiffe_id.is_some() || raw.cn.is_some() {
+            self.problem(format!(
+                "{at}: spiffe_id and cn identify TLS clients, and this version has no TLS \
+                 listener; identify local callers by uid"
+            ));
+            return None;
+        }
+        let Some(uid) = raw.uid else {
+            self.problem(format!(
+                "{at}.uid is missing; give the caller's Unix user ID"
+            ));
+            return None;
+        };
+        let scope = match raw.keys.as_deref() {
+            None | Some([]) => {
+                self.problem(format!(
+                    "{at}.keys is missing; list the key names the caller may use, or [\"*\"]"
+                ));
+                return None;
+            }
+            Some([all]) if all == "*" => KeyScope::All,
+            Some(names) => {
+                let mut scope = std::collections::BTreeSet::new();
+                for name in names {
+                    match KeyName::parse(name) {
+                        Ok(key) if keys.contains_key(&key) => {
+                            scope.insert(key);
+                        }
+                        _ => self
+                            .problem(format!("{at}.keys: {name:?} is not a configured key name")),
+                    }
+                }
+                KeyScope::Names(scope)
+            }
+        };
+        let rate = match (raw.rate, raw.burst) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                self.problem(format!("{at}.burst needs {at}.rate"));
+                None
+            }
+            (Some(rate), burst) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
+                per_second: rate,
+                // A burst of one second's worth, and at least one request.
+                burst: burst.unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32),
+            }),
+            (Some(rate), _) => {
+                self.problem(format!(
+                    "{at}.rate: {rate} is not a positive number of requests per second"
+                ));
+                None
+            }
+        };
+        if rate.is_some_and(|r| r.burst == 0) {
+            self.problem(format!("{at}.burst must be at least 1"));
+        }
+        Some(CallerRule {
+            name,
+            uid,
+            keys: scope,
+            rate,
+        })
     }
 
     fn metrics_listen(&mut self, file: Option<String>) -> Option<std::net::SocketAddr> {
@@ -862,6 +1048,63 @@ mod tests {
         assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
         assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         assert_eq!(config.keys.values().next(), Some(&KeyPolicy::default()));
+    }
+
+    #[test]
+    fn callers_and_server_limits_parse() {
+        let text = format!(
+            "[server]\nsocket_mode = \"0600\"\nmax_pending = 8\n{MINIMAL}\n\
+             [[callers]]\nname = \"fraud-model\"\nuid = 1000\nkeys = [\"default\"]\nrate = 2.5\n\n\
+             [[callers]]\nname = \"ops\"\nuid = 0\nkeys = [\"*\"]\n"
+        );
+        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
+        assert_eq!(config.socket_mode, 0o600);
+        assert_eq!(config.max_pending, 8);
+        assert_eq!(config.callers.len(), 2);
+        assert_eq!(config.callers[0].name, "fraud-model");
+        assert_eq!(config.callers[0].uid, 1000);
+        assert_eq!(
+            config.callers[0].rate,
+            Some(RateLimit {
+                per_second: 2.5,
+                burst: 3
+            })
+        );
+        assert_eq!(config.callers[1].keys, KeyScope::All);
+        assert_eq!(config.callers[1].rate, None);
+    }
+
+    #[test]
+    fn bad_callers_are_reported_together() {
+        let text = format!(
+            "[server]\nsocket_mode = \"0066\"\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}\n\
+             [[callers]]\nuid = 1\nkeys = [\"default\"]\n\n\
+             [[callers]]\nname = \"a\"\nuid = 2\nkeys = [\"nope\"]\n\n\
+             [[callers]]\nname = \"b\"\ncn = \"client\"\nkeys = [\"*\"]\n\n\
+             [[callers]]\nname = \"c\"\nuid = 3\nkeys = [\"*\"]\nrate = -1.0\n"
+        );
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        assert_eq!(
+            problems,
+            [
+                "server.socket_mode: \"0066\" is not an octal mode from 0600 to 0777 that lets \
+                 the owner read and write, such as \"0660\"",
+                "server.listen: 0.0.0.0:50051 is not a loopback address, and this version serves \
+                 TCP without TLS, so any host that reaches it could sign; listen on a Unix \
+                 socket or loopback, or set server.allow_insecure_tcp = true",
+                "callers[0].name is missing; name each caller for metrics",
+                "callers[1].keys: \"nope\" is not a configured key name",
+                "callers[2]: spiffe_id and cn identify TLS clients, and this version has no TLS \
+                 listener; identify local callers by uid",
+                "callers[3].rate: -1 is not a positive number of requests per second",
+            ]
+        );
+        let insecure = text.replace("listen = ", "allow_insecure_tcp = true\nlisten = ");
+        let problems = parse_with(&insecure, &[], &Overrides::default()).expect_err("invalid");
+        assert!(
+            !problems.iter().any(|p| p.starts_with("server.listen")),
+            "{problems:?}"
+        );
     }
 
     #[test]

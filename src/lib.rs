@@ -15,6 +15,8 @@
 //! Neither reaches PKCS#11. Building with `default-features = false` leaves
 //! out the `server` feature and everything above that needs it.
 
+#[cfg(feature = "server")]
+pub mod caller;
 pub mod canon;
 #[cfg(feature = "server")]
 pub mod cli;

@@ -58,6 +58,7 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     runtime.block_on(async move {
         let config = Arc::new(config);
         info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
+        server::warn_if_root();
         let result = async {
             let hsm_config = config.hsm.clone();
             let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))

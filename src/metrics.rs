@@ -51,6 +51,10 @@ pub struct Metrics {
     pub rotations: IntCounterVec,
     /// `hallmark_key_revocations_total{key_name}`: versions that were revoked.
     pub revocations: IntCounterVec,
+    /// `hallmark_caller_requests_total{caller,outcome}`: policy decisions
+    /// by configured caller name (or `local`, or `unknown`) and outcome
+    /// (`allowed`, `denied`, `rate_limited`).
+    pub caller_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -130,6 +134,13 @@ impl Metrics {
             ),
             &["key_name"],
         )?;
+        let caller_requests = IntCounterVec::new(
+            Opts::new(
+                "hallmark_caller_requests_total",
+                "Caller policy decisions by caller name and outcome.",
+            ),
+            &["caller", "outcome"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "hallmark_build_info",
@@ -152,6 +163,7 @@ impl Metrics {
         registry.register(Box::new(key_rotation_due.clone()))?;
         registry.register(Box::new(rotations.clone()))?;
         registry.register(Box::new(revocations.clone()))?;
+        registry.register(Box::new(caller_requests.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -166,6 +178,7 @@ impl Metrics {
             key_rotation_due,
             rotations,
             revocations,
+            caller_requests,
         })
     }
 

@@ -7,7 +7,7 @@
 //! only once the default key's active version is found, and the refresh
 //! loop keeps that true as keys change in the token.
 
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -77,6 +77,13 @@ impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         let grpc = match &config.listen {
             ListenAddr::Tcp(addr) => {
+                if !addr.ip().is_loopback() {
+                    warn!(
+                        addr = %addr,
+                        "serving gRPC over plain TCP on a non-loopback address: any host that \
+                         reaches it can sign (server.allow_insecure_tcp is set)"
+                    );
+                }
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServeError::Io {
@@ -92,7 +99,19 @@ impl Listeners {
             }
             ListenAddr::Unix(path) => {
                 let listener = bind_unix(path).await?;
-                info!(kind = "grpc", addr = %config.listen, "listening");
+                // The socket file is created with the process umask; set the
+                // configured mode before the first client can connect.
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode))
+                    .map_err(|source| ServeError::Io {
+                        context: format!("cannot set the mode of unix:{}", path.display()),
+                        source,
+                    })?;
+                info!(
+                    kind = "grpc",
+                    addr = %config.listen,
+                    mode = format!("{:04o}", config.socket_mode),
+                    "listening"
+                );
                 GrpcListener::Unix(listener)
             }
         };
@@ -108,6 +127,15 @@ impl Listeners {
         })?;
         info!(kind = "metrics", addr = %bound, "listening");
         Ok(Self { grpc, metrics })
+    }
+}
+
+/// Logs a warning when the process runs as root. A signer needs no
+/// privilege, and as root a compromise reaches the whole host. The owner
+/// of `/proc/self` is the process's effective user.
+pub fn warn_if_root() {
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        warn!("running as root; run hallmark as an unprivileged user");
     }
 }
 

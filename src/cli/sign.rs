@@ -23,6 +23,10 @@ use crate::verify::algorithm::{self, Algorithm, SignatureEncoding, VerifyingKey}
 use crate::verify::{NewSignedOutput, format_rfc3339, parse_rfc3339};
 use serde_json::Value;
 
+/// Exit code when the server's policy does not let this caller sign
+/// (sysexits EX_NOPERM).
+pub const EXIT_NO_PERMISSION: u8 = 77;
+
 /// Options of `hallmark sign`.
 #[derive(Debug, Args)]
 pub struct SignArgs {
@@ -388,6 +392,7 @@ fn no_key() -> Failure {
 fn rpc_failure(method: &str, status: &tonic::Status) -> Failure {
     let exit = match status.code() {
         Code::NotFound => EXIT_CONFIG,
+        Code::PermissionDenied => EXIT_NO_PERMISSION,
         Code::InvalidArgument | Code::OutOfRange => EXIT_DATA,
         _ => EXIT_UNAVAILABLE,
     };

@@ -5,11 +5,13 @@ mod request;
 mod status;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
+use crate::caller::{Decision, Identity, Policy};
 use crate::config::Config;
 use crate::keys::{KeyName, KeyState, KeyVersion, Signer};
 use crate::metrics::Metrics;
@@ -23,16 +25,75 @@ pub struct SignerApi {
     signer: Arc<Signer>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    policy: Policy,
+    /// Admission permits: one per Sign request between admission and the
+    /// response, so that a burst fails fast instead of growing a queue.
+    pending: Semaphore,
 }
 
 impl SignerApi {
     /// Creates the service.
     pub fn new(signer: Arc<Signer>, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        let policy = Policy::new(config.callers.clone());
+        for caller in policy.caller_labels() {
+            for outcome in ["allowed", "denied", "rate_limited"] {
+                metrics
+                    .caller_requests
+                    .with_label_values(&[&caller, outcome]);
+            }
+        }
         Self {
+            pending: Semaphore::new(config.max_pending),
             signer,
             config,
             metrics,
+            policy,
         }
+    }
+
+    /// Checks the caller against the policy, and counts the decision.
+    fn authorize(&self, identity: &Identity, key: &KeyName) -> Result<String, Status> {
+        let decision = self.policy.check(identity, key, Instant::now());
+        self.metrics
+            .caller_requests
+            .with_label_values(&[decision.caller(), decision.outcome()])
+            .inc();
+        match decision {
+            Decision::Allowed { caller } => Ok(caller),
+            Decision::Denied { caller } => {
+                warn!(%identity, caller, key_name = %key, "caller denied");
+                Err(Status::permission_denied(format!(
+                    "this caller may not sign with key {:?}",
+                    key.as_str()
+                )))
+            }
+            Decision::RateLimited { caller } => Err(Status::resource_exhausted(format!(
+                "caller {caller:?} is over its rate limit; retry with backoff"
+            ))),
+        }
+    }
+
+    /// Authorizes, admits and signs one validated request.
+    async fn admit_and_sign(
+        &self,
+        identity: &Identity,
+        params: &SignParams,
+        deadline: Option<Instant>,
+    ) -> Result<pb::SignResponse, Status> {
+        self.authorize(identity, &params.key_name)?;
+        let _permit = self.pending.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the service has {} Sign requests in progress, its limit; retry with backoff",
+                self.config.max_pending
+            ))
+        })?;
+        // A request whose client has stopped waiting is not sent to the HSM.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Status::deadline_exceeded(
+                "the request's deadline passed before signing began",
+            ));
+        }
+        self.sign_checked(params).await
     }
 
     async fn sign_checked(&self, params: &SignParams) -> Result<pb::SignResponse, Status> {
@@ -72,12 +133,14 @@ impl pb::signer_service_server::SignerService for SignerApi {
             Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
         };
         let mut outcome = Outcome::new(&self.metrics, metric_key);
+        let identity = Identity::of(&request);
+        let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
         let result = match validated {
             Ok(params) => {
                 let span = tracing::Span::current();
                 span.record("request_id", params.request_id.as_str());
                 span.record("key_name", params.key_name.as_str());
-                self.sign_checked(&params).await
+                self.admit_and_sign(&identity, &params, deadline).await
             }
             Err(status) => Err(status),
         };
@@ -136,6 +199,26 @@ impl Drop for Outcome<'_> {
             .with_label_values(&[self.key_label.as_str()])
             .observe(self.started.elapsed().as_secs_f64());
     }
+}
+
+/// Reads the client's deadline from the `grpc-timeout` header: an integer
+/// of at most eight digits and a unit, `H`, `M`, `S`, `m`, `u` or `n`.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value * 3600),
+        "M" => Duration::from_secs(value * 60),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
 }
 
 /// Returns the metric label for a key name that failed validation.

@@ -162,6 +162,12 @@ impl TestServer {
         }
     }
 
+    /// The server's process ID.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A gRPC channel to the server, over TCP or a Unix socket.
     pub async fn channel(&self) -> Channel {
         match self.grpc_addr.strip_prefix("unix:") {
