@@ -8,13 +8,16 @@
 //! - [`hsm`]: the PKCS#11 module, token login, session pool and objects.
 //!
 //! [`config`], [`metrics`] and [`server`] tie them together for the
-//! `hallmark` binary.
+//! `hallmark` binary, and [`audit`] keeps a tamper-evident log of Sign
+//! requests.
 //!
 //! The consumer side stands apart: [`verify`] checks signed outputs against
 //! a published key set, and [`canon`] serializes manifests canonically.
 //! Neither reaches PKCS#11. Building with `default-features = false` leaves
 //! out the `server` feature and everything above that needs it.
 
+#[cfg(feature = "server")]
+pub mod audit;
 #[cfg(feature = "server")]
 pub mod caller;
 pub mod canon;

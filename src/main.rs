@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Sign(args) => return cli::sign::run(args),
         Command::Verify(args) => return cli::verify::run(args),
+        Command::Audit(command) => return cli::audit::run(command),
         Command::Serve(_) | Command::Keys(_) => {}
     }
     let config = match cli::load_config(&cli.command) {
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
-        Command::Sign(_) | Command::Verify(_) => ExitCode::from(EXIT_CONFIG),
+        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => ExitCode::from(EXIT_CONFIG),
     }
 }
 

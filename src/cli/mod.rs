@@ -1,6 +1,7 @@
-//! Command-line interface: argument parsing, the key commands, and the
-//! client commands `sign` and `verify`.
+//! Command-line interface: argument parsing, the key commands, the client
+//! commands `sign` and `verify`, and the audit log commands.
 
+pub mod audit;
 mod client;
 mod input;
 pub mod sign;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Verify signed outputs and print a verdict for each; exits 1 if any
     /// is rejected.
     Verify(verify::VerifyArgs),
+    /// Verify audit log files or search their records.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -162,7 +166,7 @@ impl Command {
                 | KeysCommand::Revoke { config, .. }
                 | KeysCommand::DestroyExpired { config },
             ) => (&config.config, Overrides::default()),
-            Command::Sign(_) | Command::Verify(_) => return None,
+            Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => return None,
         })
     }
 }

@@ -152,7 +152,7 @@ fn build_verifier(args: &VerifyArgs) -> Result<Verifier, SetupError> {
 }
 
 /// Reads the key set with a `ListKeys` call.
-fn fetch_list_keys(target: &Target, source_name: &str) -> Result<KeySet, KeySetError> {
+pub(super) fn fetch_list_keys(target: &Target, source_name: &str) -> Result<KeySet, KeySetError> {
     let unavailable = |reason: String| KeySetError::Unavailable {
         source_name: source_name.to_owned(),
         reason,
