@@ -38,6 +38,7 @@ from hallmark_client import (
     UnknownKey,
     VerificationError,
     Verifier,
+    parse_signed_output,
 )
 
 # The server's default --metrics-listen address, which also serves the JWKS.
@@ -85,27 +86,12 @@ class TamperResult:
         return self.reason == self.expected_reason
 
 
-def reject_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Build a JSON object, raising ValueError on a repeated member name.
-
-    With duplicates, json.loads keeps the last value, so the verified bytes
-    and what another parser shows could disagree.
-    """
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate member {name!r}")
-        result[name] = value
-    return result
-
-
-def parse_document(line: str) -> SignedOutput:
-    """Parse one JSONL line into a signed output document, rejecting duplicate member names."""
-    return json.loads(line, object_pairs_hook=reject_duplicate_members)
-
-
-def describe(document: Any) -> str:
-    """Name a document in messages by its timestamp and input hash, when it has them."""
+def describe(line: str) -> str:
+    """Name a document in messages by its timestamp and input hash, when its line is JSON that has them."""
+    try:
+        document = json.loads(line)
+    except (ValueError, RecursionError):
+        return "not JSON"
     output = document.get("output") if isinstance(document, dict) else None
     if isinstance(output, dict):
         return f"output at {output.get('timestamp')} for input {str(output.get('input_sha256'))[:12]}"
@@ -115,23 +101,18 @@ def describe(document: Any) -> str:
 def verify_lines(lines: Iterable[str], verifier: Verifier, out: TextIO) -> VerificationCounts:
     """Verify each JSONL line, print one message per rejection and return the counts.
 
-    A line that is not valid JSON counts as a malformed_document rejection.
+    verify_text parses each line itself, so a line that is not valid JSON,
+    or that repeats a member name, counts as a malformed_document rejection.
     """
     counts = VerificationCounts()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            document = parse_document(line)
-        except ValueError as error:
-            counts.rejected_by_reason[MalformedDocument.reason] += 1
-            print(f"REJECTED line {number}: {MalformedDocument.reason}: not a valid JSON document: {error}", file=out)
-            continue
-        try:
-            verifier.verify(document)
+            verifier.verify_text(line)
         except VerificationError as error:
             counts.rejected_by_reason[error.reason] += 1
-            print(f"REJECTED line {number} ({describe(document)}): {error}", file=out)
+            print(f"REJECTED line {number} ({describe(line)}): {error}", file=out)
             continue
         counts.verified += 1
     return counts
@@ -264,10 +245,14 @@ def print_tamper_results(results: Iterable[TamperResult], out: TextIO) -> None:
 
 
 def first_document(lines: Iterable[str]) -> SignedOutput | None:
-    """Return the first non-blank JSONL line as a document, or None when there is none."""
+    """Parse the first non-blank JSONL line into a document, or return None when there is none.
+
+    parse_signed_output raises MalformedDocument for a line that is not
+    JSON, repeats a member name or contains NaN or an infinity.
+    """
     for line in lines:
         if line.strip():
-            return parse_document(line)
+            return parse_signed_output(line)
     return None
 
 
@@ -323,8 +308,8 @@ def run_tamper_demo(lines: list[str], keys_url: str, max_age: timedelta) -> tupl
     """Tamper with the first document and return the exit code and the report."""
     try:
         document = first_document(lines)
-    except ValueError as error:
-        print(f"consumer: the first document is not valid JSON: {error}", file=sys.stderr)
+    except MalformedDocument as error:
+        print(f"consumer: the first document is not a valid signed output: {error.message}", file=sys.stderr)
         return 1, {}
     if document is None:
         print("consumer: the input contains no signed outputs to tamper with", file=sys.stderr)

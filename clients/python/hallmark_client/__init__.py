@@ -27,7 +27,7 @@ from hallmark_client.errors import (
     UnknownKey,
     VerificationError,
 )
-from hallmark_client.verifier import Verdict, Verifier
+from hallmark_client.verifier import Verdict, Verifier, parse_signed_output
 
 __all__ = [
     "CANONICALIZATIONS",
@@ -56,6 +56,7 @@ __all__ = [
     "Verifier",
     "VerificationError",
     "canonicalize",
+    "parse_signed_output",
 ]
 
 __version__ = "0.1.0"

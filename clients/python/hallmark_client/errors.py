@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Type
+from typing import Any, Dict, Type
 
 import grpc
+
+#: Maximum length, in characters, of the repr that describe_value puts in a message.
+MAX_DESCRIBED_CHARS = 100
 
 
 class HallmarkError(Exception):
@@ -137,3 +140,21 @@ class ReplayedOutput(VerificationError):
     """The same signature was already accepted within max_age."""
 
     reason = "replayed_output"
+
+
+def describe_value(value: Any) -> str:
+    """Return repr(value) for a message, cut to MAX_DESCRIBED_CHARS.
+
+    A value from an unsigned document can be nested too deeply for repr
+    (RecursionError) or be an int with too many digits for it (ValueError),
+    and then only its type is named.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deeply to show>"
+    except ValueError:
+        return f"<{type(value).__name__} too long to show>"
+    if len(text) > MAX_DESCRIBED_CHARS:
+        return f"{text[:MAX_DESCRIBED_CHARS]}…"
+    return text

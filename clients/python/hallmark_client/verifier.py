@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -35,17 +33,26 @@ from hallmark_client.errors import (
     RevokedKey,
     StaleOutput,
     UnknownKey,
+    MAX_DESCRIBED_CHARS,
+    describe_value,
+)
+# KeySet, PublishedKey and the JWKS loaders stay importable from this module.
+from hallmark_client.keyset import (
+    CURVES,
+    MAX_JWKS_BYTES,
+    MAX_KEY_VERSION,
+    KeySet,
+    PublishedKey,
+    load_jwks,
+    parse_jwk,
+    parse_jwks,
 )
 from hallmark_client.replay import ReplayCache
 from hallmark_client.timeutil import parse_rfc3339
 
 logger = logging.getLogger("hallmark_client")
 
-#: Largest JWKS document the verifier reads, in bytes.
-MAX_JWKS_BYTES = 1 << 20
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
-_CURVES = {"P-256": (ec.SECP256R1(), 32), "P-384": (ec.SECP384R1(), 48)}
-_CURVE_FOR_ALGORITHM = {"ecdsa-p256-sha256": "P-256", "ecdsa-p384-sha384": "P-384"}
 # Group orders, for mapping an ECDSA (r, s) and its twin (r, n - s) to one replay entry.
 _CURVE_ORDERS = {
     "P-256": int("FFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551", 16),
@@ -55,10 +62,8 @@ _CURVE_ORDERS = {
         16,
     ),
 }
-# Key versions are uint32 in the protocol.
-_MAX_KEY_VERSION = 2**32 - 1
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384}
-PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey]
+_RSA_ALGORITHMS = ("rsa-pss-sha256", "rsa-pkcs1-sha256")
 
 
 @dataclass(frozen=True)
@@ -71,161 +76,6 @@ class Verdict:
     algorithm: str
     canonicalization: str
     timestamp: datetime
-
-
-@dataclass(frozen=True)
-class PublishedKey:
-    """One key version from the JWKS ``keys`` member.
-
-    problem is None when the entry is usable. Otherwise it describes what is
-    wrong with the entry, and verification with the key fails with BadSignature.
-    """
-
-    kid: str
-    key_name: str
-    version: Optional[int]
-    algorithm: str
-    pss_salt_length: Optional[int]
-    activates_at: Optional[datetime]
-    verify_until: Optional[datetime]
-    public_key: Optional[PublicKey]
-    curve: str
-    problem: Optional[str]
-
-
-@dataclass(frozen=True)
-class KeySet:
-    """A parsed JWKS: usable key versions and revoked key IDs, both by kid."""
-
-    keys: Dict[str, PublishedKey]
-    revoked: Dict[str, Dict[str, Any]]
-
-
-def _b64url_int(value: Any) -> int:
-    """Decode an unpadded base64url JWK member to a non-negative integer."""
-    return int.from_bytes(_b64url_bytes(value), "big")
-
-
-def _b64url_bytes(value: Any) -> bytes:
-    """Decode an unpadded base64url JWK member to bytes, raising ValueError when it is not one."""
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
-        raise ValueError(f"{value!r} is not unpadded base64url")
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-
-
-def _optional_time(member: Dict[str, Any], name: str) -> Optional[datetime]:
-    """Parse an RFC 3339 JWK member, or return None when it is absent or unreadable."""
-    value = member.get(name)
-    if value is None:
-        return None
-    try:
-        return parse_rfc3339(value)
-    except ValueError:
-        return None
-
-
-def parse_jwk(member: Dict[str, Any]) -> PublishedKey:
-    """Parse one JWK of a Hallmark JWKS into a PublishedKey, recording any problem in it."""
-    kid = member["kid"]
-    algorithm = member.get("hallmark_algorithm")
-    version = member.get("hallmark_version")
-    salt = member.get("hallmark_pss_salt_length")
-    if salt is None and algorithm == "rsa-pss-sha256" and member.get("alg") == "PS256":
-        salt = 32
-    public_key: Optional[PublicKey] = None
-    curve = ""
-    problem: Optional[str] = None
-    try:
-        if algorithm not in HASH_FOR_ALGORITHM:
-            raise ValueError(f"hallmark_algorithm {algorithm!r} is not supported")
-        kty = member.get("kty")
-        if algorithm.startswith("rsa-"):
-            if kty != "RSA":
-                raise ValueError(f"a {algorithm} key must have kty RSA, not {kty!r}")
-            if algorithm == "rsa-pss-sha256" and (type(salt) is not int or salt < 0):
-                raise ValueError(f"hallmark_pss_salt_length {salt!r} is not a byte count")
-            public_key = rsa.RSAPublicNumbers(_b64url_int(member.get("e")), _b64url_int(member.get("n"))).public_key()
-        elif algorithm in ECDSA_ALGORITHMS:
-            curve = _CURVE_FOR_ALGORITHM[algorithm]
-            if kty != "EC" or member.get("crv") != curve:
-                raise ValueError(f"a {algorithm} key must have kty EC and crv {curve}")
-            numbers = ec.EllipticCurvePublicNumbers(
-                _b64url_int(member.get("x")), _b64url_int(member.get("y")), _CURVES[curve][0]
-            )
-            public_key = numbers.public_key()
-        else:
-            if kty != "OKP" or member.get("crv") != "Ed25519":
-                raise ValueError("an ed25519 key must have kty OKP and crv Ed25519")
-            public_key = ed25519.Ed25519PublicKey.from_public_bytes(_b64url_bytes(member.get("x")))
-    except ValueError as error:
-        problem = f"the key set entry for {kid} is unusable: {error}"
-    return PublishedKey(
-        kid=kid,
-        key_name=str(member.get("hallmark_key_name", "")),
-        version=version if type(version) is int else None,
-        algorithm=str(algorithm),
-        pss_salt_length=salt if type(salt) is int else None,
-        activates_at=_optional_time(member, "hallmark_activates_at"),
-        verify_until=_optional_time(member, "hallmark_verify_until"),
-        public_key=public_key,
-        curve=curve,
-        problem=problem,
-    )
-
-
-def parse_jwks(document: Any, source: str) -> KeySet:
-    """Parse a Hallmark JWKS document, raising KeySetError when it is not a JWK Set."""
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise KeySetError(f"{source} is not a JWK Set: expected an object with a 'keys' array")
-    keys: Dict[str, PublishedKey] = {}
-    for member in document["keys"]:
-        if not isinstance(member, dict) or not isinstance(member.get("kid"), str) or not member["kid"]:
-            logger.warning("ignoring a key without a kid in %s", source)
-            continue
-        if member["kid"] in keys:
-            raise KeySetError(f"{source} lists kid {member['kid']} twice")
-        keys[member["kid"]] = parse_jwk(member)
-    revoked: Dict[str, Dict[str, Any]] = {}
-    listed = document.get("hallmark_revoked", [])
-    if not isinstance(listed, list):
-        raise KeySetError(f"{source} has a 'hallmark_revoked' member that is not an array")
-    for entry in listed:
-        if isinstance(entry, dict) and isinstance(entry.get("kid"), str):
-            revoked[entry["kid"]] = entry
-    return KeySet(keys=keys, revoked=revoked)
-
-
-def load_jwks(keys_url: str, timeout: float) -> KeySet:
-    """Fetch and parse the JWKS at an http(s) URL, a file:// URL or a file path."""
-    parsed = urllib.parse.urlparse(keys_url)
-    try:
-        if parsed.scheme in ("http", "https"):
-            request = urllib.request.Request(keys_url, headers={"Accept": "application/jwk-set+json"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read(MAX_JWKS_BYTES + 1)
-        else:
-            if parsed.scheme == "file":
-                path = Path(urllib.request.url2pathname(parsed.path))
-            elif parsed.scheme and len(parsed.scheme) > 1:
-                raise KeySetError(
-                    f"keys_url {keys_url!r} has scheme {parsed.scheme!r}; use http://, https://, "
-                    "file:// or a file path"
-                )
-            else:
-                path = Path(keys_url)
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_JWKS_BYTES + 1)
-    except KeySetError:
-        raise
-    except (OSError, ValueError) as error:
-        raise KeySetError(f"cannot read the key set from {keys_url}: {error}") from error
-    if len(raw) > MAX_JWKS_BYTES:
-        raise KeySetError(f"the key set at {keys_url} is larger than {MAX_JWKS_BYTES} bytes")
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise KeySetError(f"the key set at {keys_url} is not JSON: {error}") from error
-    return parse_jwks(document, keys_url)
 
 
 @dataclass(frozen=True)
@@ -256,7 +106,8 @@ class Verifier:
     raises KeySetError), again when a document names an unknown key ID, and
     again before a verification when it is older than refresh_interval.
     Fetches are at least refresh_min_interval apart, and a failed refresh
-    keeps the previous key set.
+    keeps the previous key set. An http(s) fetch must finish within
+    fetch_timeout seconds in total.
 
     max_age bounds how old an output's timestamp (manifest[timestamp_field])
     may be, clock_skew how far it may lie in the future. Accepted signatures
@@ -285,6 +136,8 @@ class Verifier:
             raise ValueError(f"clock_skew must not be negative, got {clock_skew}")
         if not isinstance(timestamp_field, str) or not timestamp_field:
             raise ValueError(f"timestamp_field must be a non-empty string, got {timestamp_field!r}")
+        if not isinstance(fetch_timeout, (int, float)) or not 0 < fetch_timeout < math.inf:
+            raise ValueError(f"fetch_timeout must be a positive number of seconds, got {fetch_timeout!r}")
         self.keys_url = str(keys_url)
         self.max_age = max_age
         self.clock_skew = clock_skew
@@ -324,7 +177,12 @@ class Verifier:
             self._fetched_at = self._last_attempt = time.monotonic()
 
     def _maybe_refresh(self, reason: str) -> None:
-        """Refresh the key set unless one was attempted within refresh_min_interval."""
+        """Refresh the key set unless one was attempted within refresh_min_interval.
+
+        A failure keeps the previous key set and is logged, whatever it
+        raised, so that a broken key server cannot turn verify() into an
+        unexpected exception.
+        """
         with self._lock:
             now = time.monotonic()
             if now - self._last_attempt < self.refresh_min_interval:
@@ -334,14 +192,34 @@ class Verifier:
             self.refresh()
         except KeySetError as error:
             logger.warning("key set refresh (%s) failed, keeping the previous key set: %s", reason, error)
+        except Exception as error:  # any failure, not only KeySetError, keeps the previous key set
+            logger.warning(
+                "key set refresh (%s) from %s failed unexpectedly, keeping the previous key set: %r",
+                reason, self.keys_url, error, exc_info=True,
+            )
+
+    def verify_text(self, text: Union[str, bytes, bytearray]) -> Verdict:
+        """Parse a signed output document from JSON text (str or UTF-8 bytes) and verify it.
+
+        Use this for documents read from a file, a socket or a message queue.
+        json.loads keeps the last of repeated member names, so a document
+        parsed with it could differ from what another parser (or the Rust
+        verifier) reads. This method raises MalformedDocument for a repeated
+        name in any object, for NaN, Infinity and -Infinity, for text that is
+        not UTF-8 or not JSON, and for nesting too deep to parse. It then
+        runs the checks of verify.
+        """
+        return self.verify(parse_signed_output(text))
 
     def verify(self, signed_output: Any) -> Verdict:
-        """Verify a signed output document and return the Verdict.
+        """Verify a signed output document, already parsed into a dict, and return the Verdict.
 
         The checks run in this order, each raising its own VerificationError
         subclass: MalformedDocument, UnknownKey, RevokedKey, BadSignature,
         ExpiredKey, StaleOutput and ReplayedOutput. Only a document that
-        passes every check is recorded in the replay cache.
+        passes every check is recorded in the replay cache. For documents
+        that arrive as JSON text, call verify_text, which also rejects
+        repeated member names.
         """
         document = self._parse(signed_output)
         if time.monotonic() - self._fetched_at > self.refresh_interval:
@@ -353,7 +231,9 @@ class Verifier:
         if document.key_id not in key_set.keys and document.key_id not in key_set.revoked:
             raise UnknownKey(f"signing_key_id {document.key_id} is not in the key set at {self.keys_url}")
         if document.key_id in key_set.revoked:
-            revoked_at = key_set.revoked[document.key_id].get("hallmark_revoked_at", "an unknown time")
+            revoked_at = key_set.revoked[document.key_id].get("hallmark_revoked_at")
+            if not isinstance(revoked_at, str):
+                revoked_at = "an unknown time"
             raise RevokedKey(f"key {document.key_id} was revoked at {revoked_at}")
         key = key_set.keys[document.key_id]
         replay_id = self._check_signature(document, key)
@@ -396,33 +276,40 @@ class Verifier:
 
         signature_hex = signed_output["signature"]
         if not isinstance(signature_hex, str) or not _HEX.fullmatch(signature_hex):
-            raise MalformedDocument(
-                f"signature must be a non-empty hex string of whole bytes, got {str(signature_hex)[:20]!r}"
-            )
+            if isinstance(signature_hex, str):
+                signature_repr = repr(signature_hex[:20])
+            else:
+                signature_repr = describe_value(signature_hex)
+            raise MalformedDocument(f"signature must be a non-empty hex string of whole bytes, got {signature_repr}")
         key_id = signed_output["signing_key_id"]
         if not isinstance(key_id, str) or not key_id:
-            raise MalformedDocument(f"signing_key_id must be a non-empty string, got {key_id!r}")
+            raise MalformedDocument(f"signing_key_id must be a non-empty string, got {describe_value(key_id)}")
         key_version = signed_output.get("key_version")
-        if key_version is not None and (type(key_version) is not int or not 1 <= key_version <= _MAX_KEY_VERSION):
+        if key_version is not None and (type(key_version) is not int or not 1 <= key_version <= MAX_KEY_VERSION):
             raise MalformedDocument(
-                f"key_version must be an integer from 1 to {_MAX_KEY_VERSION}, got {key_version!r}"
+                f"key_version must be an integer from 1 to {MAX_KEY_VERSION}, got {describe_value(key_version)}"
             )
         algorithm = signed_output.get("algorithm")
-        if algorithm is not None and algorithm not in HASH_FOR_ALGORITHM:
+        # The isinstance checks come first because a list or dict cannot be
+        # looked up in a dict (TypeError: unhashable type).
+        if algorithm is not None and (not isinstance(algorithm, str) or algorithm not in HASH_FOR_ALGORITHM):
             raise MalformedDocument(
-                f"algorithm {algorithm!r} is unknown; expected one of {', '.join(HASH_FOR_ALGORITHM)}"
+                f"algorithm {describe_value(algorithm)} is unknown; expected one of {', '.join(HASH_FOR_ALGORITHM)}"
             )
         # A null canonicalization counts as absent, like the other optional fields.
         canonicalization = signed_output.get("canonicalization")
         if canonicalization is None:
             canonicalization = PYTHON_SORT_KEYS
-        if canonicalization not in CANONICALIZATIONS:
+        if not isinstance(canonicalization, str) or canonicalization not in CANONICALIZATIONS:
             raise MalformedDocument(
-                f"canonicalization {canonicalization!r} is unknown; expected one of {', '.join(CANONICALIZATIONS)}"
+                f"canonicalization {describe_value(canonicalization)} is unknown; "
+                f"expected one of {', '.join(CANONICALIZATIONS)}"
             )
         encoding = signed_output.get("signature_encoding")
-        if encoding is not None and encoding not in SIGNATURE_ENCODINGS:
-            raise MalformedDocument(f"signature_encoding {encoding!r} is unknown; expected 'der' or 'p1363'")
+        if encoding is not None and (not isinstance(encoding, str) or encoding not in SIGNATURE_ENCODINGS):
+            raise MalformedDocument(
+                f"signature_encoding {describe_value(encoding)} is unknown; expected 'der' or 'p1363'"
+            )
 
         if self.timestamp_field not in output:
             raise MalformedDocument(f"output has no {self.timestamp_field!r} field (the timestamp_field)")
@@ -463,6 +350,8 @@ class Verifier:
         if document.signature_encoding is not None and not is_ecdsa:
             raise BadSignature(f"signature_encoding applies to ECDSA keys only, and key {key.kid} is {key.algorithm}")
         signature = document.signature
+        if key.algorithm in _RSA_ALGORITHMS:
+            self._check_rsa_length(signature, key)
         message = document.message
         replay_material = signature
         try:
@@ -479,7 +368,7 @@ class Verifier:
                 hash_cls = _HASHES[HASH_FOR_ALGORITHM[key.algorithm]]
                 key.public_key.verify(encode_dss_signature(r, s), message, ec.ECDSA(hash_cls()))
                 order = _CURVE_ORDERS[key.curve]
-                size = _CURVES[key.curve][1]
+                size = CURVES[key.curve][1]
                 replay_material = r.to_bytes(size, "big") + min(s, order - s).to_bytes(size, "big")
             else:
                 assert isinstance(key.public_key, ed25519.Ed25519PublicKey)
@@ -492,9 +381,26 @@ class Verifier:
         return hashlib.sha256(key.kid.encode("utf-8") + b"\0" + replay_material).hexdigest()
 
     @staticmethod
+    def _check_rsa_length(signature: bytes, key: PublishedKey) -> None:
+        """Raise BadSignature unless signature is exactly as long as the key's modulus.
+
+        About 1 in 256 signatures starts with 0x00, and cryptography 50
+        (OpenSSL 3) accepts an RSA-PSS signature with that byte removed. The
+        replay ID is a hash of the signature bytes, so without this check the
+        shortened copy would count as a different signature and verify a
+        second time. PKCS#1 v1.5 gets the same check so that both schemes
+        report a wrong length alike.
+        """
+        assert isinstance(key.public_key, rsa.RSAPublicKey)
+        bits = key.public_key.key_size
+        expected = (bits + 7) // 8
+        if len(signature) != expected:
+            raise BadSignature(f"an RSA signature for a {bits}-bit key is {expected} bytes, got {len(signature)}")
+
+    @staticmethod
     def _ecdsa_numbers(signature: bytes, encoding: str, curve: str) -> Tuple[int, int]:
         """Return (r, s) of an ECDSA signature in DER or P1363, raising BadSignature if unreadable."""
-        size = _CURVES[curve][1]
+        size = CURVES[curve][1]
         if encoding == "p1363":
             if len(signature) != 2 * size:
                 raise BadSignature(
@@ -515,7 +421,9 @@ class Verifier:
             raise ExpiredKey(
                 f"the key set gives no hallmark_activates_at or hallmark_verify_until for key {key.kid}"
             )
-        if document.timestamp < key.activates_at - self.clock_skew:
+        # A difference of two datetimes cannot overflow, unlike activates_at - clock_skew
+        # for a key set that gives 0001-01-01 as activates_at.
+        if key.activates_at - document.timestamp > self.clock_skew:
             raise ExpiredKey(
                 f"output timestamp {document.timestamp.isoformat()} is before key {key.kid} "
                 f"activates at {key.activates_at.isoformat()}"
@@ -527,3 +435,58 @@ class Verifier:
             )
         if self._clock() > key.verify_until:
             raise ExpiredKey(f"key {key.kid} stopped being valid at {key.verify_until.isoformat()}")
+
+
+class _RepeatedMember(ValueError):
+    """A JSON object repeats a member name."""
+
+
+class _NotJsonConstant(ValueError):
+    """The JSON text contains NaN, Infinity or -Infinity, which RFC 8259 does not allow."""
+
+
+def _object_without_repeats(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    """Build a dict from JSON members, raising _RepeatedMember for a name that appears twice."""
+    result: Dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise _RepeatedMember(name)
+        result[name] = value
+    return result
+
+
+def _reject_constant(literal: str) -> Any:
+    raise _NotJsonConstant(literal)
+
+
+def parse_signed_output(text: Union[str, bytes, bytearray]) -> Any:
+    """Parse a signed output document from JSON text (str or UTF-8 bytes) without verifying it.
+
+    Raises MalformedDocument for a repeated member name in any object, for
+    NaN, Infinity and -Infinity, for text that is not UTF-8 or not JSON, and
+    for nesting too deep to parse. The result is what Verifier.verify_text
+    verifies; it need not be a dict, which Verifier.verify then rejects.
+    """
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise MalformedDocument(f"the signed output is not UTF-8: {error}") from None
+    if not isinstance(text, str):
+        raise MalformedDocument(f"the signed output is a {type(text).__name__}, expected str or bytes")
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_repeats, parse_constant=_reject_constant)
+    except _RepeatedMember as error:
+        name = json.dumps(error.args[0], ensure_ascii=False)
+        if len(name) > MAX_DESCRIBED_CHARS:
+            name = f"{name[:MAX_DESCRIBED_CHARS]}…"
+        raise MalformedDocument(f"the signed output is not valid: the member {name} appears twice") from None
+    except _NotJsonConstant as error:
+        raise MalformedDocument(
+            f"the signed output is not JSON: {error.args[0]} is not a JSON value; "
+            "NaN and infinities are not allowed"
+        ) from None
+    except RecursionError:
+        raise MalformedDocument("the signed output is nested too deeply to parse") from None
+    except ValueError as error:
+        raise MalformedDocument(f"the signed output is not JSON: {error}") from None

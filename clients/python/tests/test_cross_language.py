@@ -175,13 +175,18 @@ def manifest_at(moment: datetime, **members: Any) -> Dict[str, Any]:
 
 
 def compact_json(text: str) -> str:
-    """Remove the whitespace between the tokens of valid JSON text, keeping strings and numbers as written."""
+    """Remove the whitespace between the tokens of valid JSON text, as `hallmark sign` does.
+
+    Numbers keep their spelling and strings their value. Like `hallmark
+    sign`, it escapes raw U+2028 and U+2029 in strings, because line-based
+    readers treat them as line breaks.
+    """
     characters = []
     in_string = False
     escaped = False
     for char in text:
         if in_string:
-            characters.append(char)
+            characters.append({"\u2028": "\\u2028", "\u2029": "\\u2029"}.get(char, char))
             if escaped:
                 escaped = False
             elif char == "\\":
