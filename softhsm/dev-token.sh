@@ -112,6 +112,11 @@ SOFTHSM2_CONF = "$dir/softhsm2.conf"
 [signing]
 default_key = "default"
 
+# Every Sign request is recorded here, hash-chained; check it with
+# hallmark audit verify $dir/audit/audit-*.jsonl
+[audit]
+directory = "$dir/audit"
+
 [keys.default]
 algorithm = "$algorithm"
 bits = $key_bits

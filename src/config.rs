@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::AuditConfig;
 use crate::caller::{CallerRule, KeyScope, RateLimit};
 use crate::keys::algorithm::Algorithm;
 use crate::keys::{KeyName, SaltSetting};
@@ -74,6 +75,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest accepted session pool. A token rarely offers more parallelism.
 pub const MAX_SESSIONS: usize = 256;
+
+/// Environment variable that overrides `audit.directory`.
+pub const ENV_AUDIT_DIR: &str = "HALLMARK_AUDIT_DIR";
+
+/// Default audit log directory, the conventional place for a service's
+/// persistent state.
+pub const DEFAULT_AUDIT_DIR: &str = "/var/lib/hallmark/audit";
 
 /// Default permission bits of the Unix socket: owner and group, so that a
 /// model container sharing the group can connect and other users cannot.
@@ -223,6 +231,8 @@ pub struct Config {
     pub max_pending: usize,
     /// The configured callers; empty means the default policy.
     pub callers: Vec<CallerRule>,
+    /// The audit log settings, or `None` when `audit.enabled = false`.
+    pub audit: Option<AuditConfig>,
 }
 
 impl Config {
@@ -273,6 +283,18 @@ struct RawConfig {
     rotation: RawRotation,
     #[serde(default)]
     callers: Vec<RawCaller>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    enabled: Option<bool>,
+    directory: Option<PathBuf>,
+    max_file_bytes: Option<u64>,
+    append_timeout: Option<String>,
+    checkpoint_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -500,6 +522,7 @@ impl<'a> Builder<'a> {
             ));
         }
         let callers = self.callers(raw.callers, &keys);
+        let audit = self.audit(raw.audit);
 
         if !self.problems.is_empty() {
             return Err(self.problems);
@@ -522,11 +545,46 @@ impl<'a> Builder<'a> {
                 allow_insecure_tcp,
                 max_pending,
                 callers,
+                audit,
             }),
             _ => Err(vec![
                 "internal error: a value failed without a message".into(),
             ]),
         }
+    }
+
+    fn audit(&mut self, raw: RawAudit) -> Option<AuditConfig> {
+        if !raw.enabled.unwrap_or(true) {
+            return None;
+        }
+        let directory = self
+            .env
+            .var(ENV_AUDIT_DIR)
+            .map(PathBuf::from)
+            .or(raw.directory)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_DIR));
+        let mut audit = AuditConfig::new(self.base_dir.join(directory));
+        if let Some(bytes) = raw.max_file_bytes {
+            audit.max_file_bytes = bytes;
+        }
+        if let Some(text) = raw.append_timeout
+            && let Some(timeout) =
+                self.duration_at_least("audit.append_timeout", &text, Duration::from_millis(10))
+        {
+            audit.append_timeout = timeout;
+            // Checkpoint signing must leave queued appends time to finish.
+            audit.checkpoint_sign_timeout = timeout / 2;
+        }
+        if let Some(text) = raw.checkpoint_interval
+            && let Some(interval) =
+                self.duration_at_least("audit.checkpoint_interval", &text, Duration::from_secs(1))
+        {
+            audit.checkpoint_interval = interval;
+        }
+        if let Err(error) = audit.validate() {
+            self.problem(format!("audit: {error}"));
+        }
+        Some(audit)
     }
 
     fn socket_mode(&mut self, text: Option<String>) -> u32 {

@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::net::TcpListener;
 
@@ -55,6 +55,13 @@ pub struct Metrics {
     /// by configured caller name (or `local`, or `unknown`) and outcome
     /// (`allowed`, `denied`, `rate_limited`).
     pub caller_requests: IntCounterVec,
+    /// `hallmark_audit_healthy`: 1 while the audit log can be written.
+    pub audit_healthy: IntGauge,
+    /// `hallmark_audit_write_failures_total`: Sign requests refused, or
+    /// not recorded, because the audit log could not be written.
+    pub audit_write_failures: IntCounter,
+    /// `hallmark_audit_last_seq`: the sequence number of the last record.
+    pub audit_last_seq: IntGauge,
 }
 
 impl Metrics {
@@ -141,6 +148,18 @@ impl Metrics {
             ),
             &["caller", "outcome"],
         )?;
+        let audit_healthy = IntGauge::new(
+            "hallmark_audit_healthy",
+            "1 while the audit log can be written, 0 while signing is stopped by it.",
+        )?;
+        let audit_write_failures = IntCounter::new(
+            "hallmark_audit_write_failures_total",
+            "Sign requests whose audit record could not be written.",
+        )?;
+        let audit_last_seq = IntGauge::new(
+            "hallmark_audit_last_seq",
+            "Sequence number of the last audit record written.",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "hallmark_build_info",
@@ -164,6 +183,9 @@ impl Metrics {
         registry.register(Box::new(rotations.clone()))?;
         registry.register(Box::new(revocations.clone()))?;
         registry.register(Box::new(caller_requests.clone()))?;
+        registry.register(Box::new(audit_healthy.clone()))?;
+        registry.register(Box::new(audit_write_failures.clone()))?;
+        registry.register(Box::new(audit_last_seq.clone()))?;
         registry.register(Box::new(build_info))?;
         Ok(Self {
             registry,
@@ -179,6 +201,9 @@ impl Metrics {
             rotations,
             revocations,
             caller_requests,
+            audit_healthy,
+            audit_write_failures,
+            audit_last_seq,
         })
     }
 

@@ -8,7 +8,9 @@
 //! loop keeps that true as keys change in the token.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, UnixListener};
@@ -16,18 +18,26 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::audit::{
+    AuditError, AuditLog, CheckpointSignature, CheckpointStatement, SignError as AuditSignError,
+};
 use crate::config::{Config, ListenAddr};
 use crate::grpc::SignerApi;
 use crate::hsm::{HsmError, SessionPool, Token};
-use crate::keys::{self, KeyState, RotateMode, Signer, Snapshot, salt_problems};
+use crate::keys::algorithm::SignatureEncoding;
+use crate::keys::{self, KeyName, KeyState, RotateMode, Signer, Snapshot, salt_problems};
 use crate::metrics::{self, Metrics};
 use crate::pb;
 use crate::pb::signer_service_server::SignerServiceServer;
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
+
+/// How often the audit log's health is checked, and a failed log is
+/// retried: readiness follows a disk fault or its repair within this time.
+const AUDIT_WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A failure that stopped the service or prevented its start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +63,9 @@ pub enum ServeError {
     /// Building the reflection service or the metrics failed.
     #[error("start-up failed: {0}")]
     Setup(String),
+    /// The audit log could not be opened.
+    #[error("cannot open the audit log: {0}")]
+    Audit(#[from] AuditError),
 }
 
 /// The gRPC listener, bound before serving starts.
@@ -173,10 +186,12 @@ async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
     })
 }
 
-/// The opened token with its pool and keys, ready to serve.
+/// The opened token with its pool and keys, and the audit log, ready to
+/// serve.
 pub struct Prepared {
     signer: Arc<Signer>,
     metrics: Arc<Metrics>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 /// Opens the pool on `token`, reads the keys, and checks that each
@@ -202,7 +217,25 @@ pub async fn prepare(config: &Config, token: Arc<Token>) -> Result<Prepared, Ser
         return Err(ServeError::Config(problems));
     }
     log_keys(config, &snapshot);
-    Ok(Prepared { signer, metrics })
+    let audit = match config.audit.clone() {
+        Some(settings) => {
+            let directory = settings.directory.clone();
+            let log = tokio::task::spawn_blocking(move || AuditLog::open(settings))
+                .await
+                .map_err(|e| ServeError::Setup(e.to_string()))??;
+            info!(directory = %directory.display(), next_seq = log.stats().last_seq + 1, "audit log open");
+            Some(Arc::new(log))
+        }
+        None => {
+            warn!("the audit log is disabled (audit.enabled = false); signatures are not recorded");
+            None
+        }
+    };
+    Ok(Prepared {
+        signer,
+        metrics,
+        audit,
+    })
 }
 
 fn log_keys(config: &Config, snapshot: &Snapshot) {
@@ -227,7 +260,12 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let Prepared { signer, metrics } = prepared;
+    let Prepared {
+        signer,
+        metrics,
+        audit,
+    } = prepared;
+    let readiness = Arc::new(Readiness::default());
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
@@ -241,18 +279,46 @@ pub async fn run(
         Arc::clone(&config),
         Arc::clone(&signer),
         Arc::clone(&metrics),
-        health.clone(),
+        (health.clone(), Arc::clone(&readiness)),
         stop_rx.clone(),
     ));
+    let audit_tasks = audit.as_ref().map(|log| {
+        let mut stop_checkpoints = stop_rx.clone();
+        let checkpoints = {
+            let log = Arc::clone(log);
+            let sign = checkpoint_signer(Arc::clone(&signer), config.default_key.clone());
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop_checkpoints.wait_for(|stopped| *stopped).await;
+                };
+                log.run_checkpoints(sign, stopped).await;
+            })
+        };
+        let watcher = tokio::spawn(audit_watch_loop(
+            Arc::clone(log),
+            checkpoint_signer(Arc::clone(&signer), config.default_key.clone()),
+            Arc::clone(&metrics),
+            (health.clone(), Arc::clone(&readiness)),
+            stop_rx.clone(),
+        ));
+        (checkpoints, watcher)
+    });
 
     // Gauges that depend on the clock are computed at each scrape.
     let gauges = {
         let signer = Arc::clone(&signer);
         let metrics = Arc::clone(&metrics);
         let config = Arc::clone(&config);
+        let audit = audit.clone();
         move || {
             update_session_gauges(&signer, &metrics);
             update_key_gauges(&config, &signer.snapshot(), &metrics);
+            if let Some(log) = &audit {
+                metrics.audit_healthy.set(i64::from(log.is_healthy()));
+                metrics
+                    .audit_last_seq
+                    .set(i64::try_from(log.stats().last_seq).unwrap_or(i64::MAX));
+            }
         }
     };
     let jwks = {
@@ -277,7 +343,7 @@ pub async fn run(
         },
     ));
 
-    let api = SignerApi::new(signer, Arc::clone(&config), metrics);
+    let api = SignerApi::new(signer, Arc::clone(&config), metrics, audit.clone());
     let signer_service = SignerServiceServer::new(api)
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
@@ -358,6 +424,17 @@ pub async fn run(
         }
     };
     refresher.abort();
+    if let Some((checkpoints, watcher)) = audit_tasks {
+        // stop_tx was sent when serving stopped, so the checkpoint task
+        // writes its final checkpoint and returns.
+        watcher.abort();
+        if let Err(error) = checkpoints.await {
+            warn!(%error, "audit checkpoint task failed");
+        }
+    }
+    if let Some(log) = audit {
+        close_audit(log).await;
+    }
     match metrics_task.await {
         Ok(Err(error)) => warn!(%error, "metrics server failed"),
         Err(error) => warn!(%error, "metrics task failed"),
@@ -369,6 +446,114 @@ pub async fn run(
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// Flushes and closes the audit log once every other holder has let go.
+async fn close_audit(log: Arc<AuditLog>) {
+    match Arc::try_unwrap(log) {
+        Ok(log) => match log.close().await {
+            Ok(()) => info!("audit log closed"),
+            Err(error) => error!(%error, "closing the audit log failed"),
+        },
+        // The writer still syncs every acknowledged record; only the wait
+        // for queued ones is skipped.
+        Err(_) => warn!("the audit log is still in use at shutdown; not waiting for it"),
+    }
+}
+
+/// Returns the function that signs audit checkpoints with the active
+/// version of the default key.
+fn checkpoint_signer(
+    signer: Arc<Signer>,
+    key: KeyName,
+) -> impl FnMut(
+    CheckpointStatement,
+) -> Pin<Box<dyn Future<Output = Result<CheckpointSignature, AuditSignError>> + Send>>
++ Send
++ 'static {
+    move |statement| {
+        let signer = Arc::clone(&signer);
+        let key = key.clone();
+        Box::pin(async move {
+            let snapshot = signer.snapshot();
+            let active = snapshot
+                .active(&key)
+                .ok_or_else(|| format!("key {key} has no active version to sign a checkpoint"))?;
+            let digest = statement.digest_for(active.algorithm);
+            let signed = signer.sign(&key, digest, SignatureEncoding::Der).await?;
+            Ok(CheckpointSignature {
+                key_id: signed.key.key_id.clone(),
+                key_version: signed.key.version,
+                algorithm: signed.key.algorithm,
+                signature: signed.signature,
+                encoding: signed.encoding.unwrap_or_default(),
+            })
+        })
+    }
+}
+
+/// Whether the service can sign: the default key is ready and, when it is
+/// on, the audit log can be written. Health reports SERVING only when both
+/// hold.
+#[derive(Debug)]
+struct Readiness {
+    keys: AtomicBool,
+    audit: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            keys: AtomicBool::new(false),
+            audit: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Readiness {
+    async fn publish(&self, health: &HealthReporter) {
+        let ready = self.keys.load(Ordering::Acquire) && self.audit.load(Ordering::Acquire);
+        set_health(health, ready).await;
+    }
+}
+
+/// Watches the audit log's health. While writes fail it tries a checkpoint
+/// each interval, so that the log recovers without waiting for a request,
+/// and readiness follows the outcome.
+async fn audit_watch_loop<S>(
+    log: Arc<AuditLog>,
+    mut sign: S,
+    metrics: Arc<Metrics>,
+    (health, readiness): (HealthReporter, Arc<Readiness>),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: FnMut(
+        CheckpointStatement,
+    )
+        -> Pin<Box<dyn Future<Output = Result<CheckpointSignature, AuditSignError>> + Send>>,
+{
+    let mut was_healthy = true;
+    loop {
+        let mut healthy = log.is_healthy();
+        if !healthy {
+            healthy = log.checkpoint(&mut sign).await.is_ok() && log.is_healthy();
+        }
+        if healthy != was_healthy {
+            if healthy {
+                info!("the audit log is writable again; signing resumes");
+            } else {
+                error!("the audit log cannot be written; signing stops until it can");
+            }
+            metrics.audit_healthy.set(i64::from(healthy));
+            readiness.audit.store(healthy, Ordering::Release);
+            readiness.publish(&health).await;
+            was_healthy = healthy;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(AUDIT_WATCH_INTERVAL) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
 }
 
 /// Removes the socket file at `path` on shutdown, but only if it is still a
@@ -386,7 +571,7 @@ async fn refresh_loop(
     config: Arc<Config>,
     signer: Arc<Signer>,
     metrics: Arc<Metrics>,
-    health: HealthReporter,
+    (health, readiness): (HealthReporter, Arc<Readiness>),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut first = true;
@@ -412,7 +597,8 @@ async fn refresh_loop(
             }
         };
         if ready != was_ready {
-            set_health(&health, ready).await;
+            readiness.keys.store(ready, Ordering::Release);
+            readiness.publish(&health).await;
             metrics.token_ready.set(i64::from(ready));
             if ready {
                 info!(key_name = %config.default_key, "default key found; serving");

@@ -357,7 +357,15 @@ async fn wait_for_signing_key(client: &mut SignerServiceClient<Channel>, key_id:
 async fn instances_follow_rotation_and_revocation() {
     let token = TestToken::new(2048, "digest");
     set_refresh_interval(&token, "300ms");
-    let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start(&token)).collect();
+    // Instances share the token but not an audit log: each log has one
+    // writer.
+    let servers: Vec<TestServer> = (0..3)
+        .map(|i| {
+            let audit = token.dir.path().join(format!("audit-{i}"));
+            let audit = audit.to_str().unwrap_or_default().to_owned();
+            TestServer::start_with(&token, "127.0.0.1:0", &[("HALLMARK_AUDIT_DIR", &audit)])
+        })
+        .collect();
     let mut clients = Vec::new();
     for server in &servers {
         server.wait_serving(Duration::from_secs(30)).await;

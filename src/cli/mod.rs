@@ -362,6 +362,9 @@ pub fn serve_exit_code(error: &ServeError) -> u8 {
     match error {
         ServeError::Config(_) => EXIT_CONFIG,
         ServeError::Hsm(hsm) => hsm_exit_code(hsm),
-        ServeError::Io { .. } | ServeError::Transport(_) | ServeError::Setup(_) => EXIT_IO,
+        ServeError::Io { .. }
+        | ServeError::Transport(_)
+        | ServeError::Setup(_)
+        | ServeError::Audit(_) => EXIT_IO,
     }
 }

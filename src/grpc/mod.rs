@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, warn};
 
+use crate::audit::{AuditLog, HashAlgorithm, SignEvent};
 use crate::caller::{Decision, Identity, Policy};
 use crate::config::Config;
 use crate::keys::{KeyName, KeyState, KeyVersion, Signer};
@@ -29,11 +30,18 @@ pub struct SignerApi {
     /// Admission permits: one per Sign request between admission and the
     /// response, so that a burst fails fast instead of growing a queue.
     pending: Semaphore,
+    /// The audit log, or `None` when it is disabled.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl SignerApi {
     /// Creates the service.
-    pub fn new(signer: Arc<Signer>, config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        signer: Arc<Signer>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        audit: Option<Arc<AuditLog>>,
+    ) -> Self {
         let policy = Policy::new(config.callers.clone());
         for caller in policy.caller_labels() {
             for outcome in ["allowed", "denied", "rate_limited"] {
@@ -48,6 +56,34 @@ impl SignerApi {
             config,
             metrics,
             policy,
+            audit,
+        }
+    }
+
+    /// Records a Sign request in the audit log before its response is sent.
+    /// A signature whose record cannot be written is withheld: the caller
+    /// gets UNAVAILABLE instead, so that nothing signed goes unrecorded.
+    async fn record(
+        &self,
+        event: SignEvent,
+        result: Result<pb::SignResponse, Status>,
+    ) -> Result<pb::SignResponse, Status> {
+        let Some(audit) = &self.audit else {
+            return result;
+        };
+        match audit.append(event).await {
+            Ok(_) => result,
+            Err(error) => {
+                self.metrics.audit_write_failures.inc();
+                debug!(%error, "audit record not written");
+                match result {
+                    Ok(_) => Err(Status::unavailable(
+                        "the audit log cannot be written, so no signature is returned; \
+                         retry with backoff",
+                    )),
+                    failed => failed,
+                }
+            }
         }
     }
 
@@ -79,8 +115,9 @@ impl SignerApi {
         identity: &Identity,
         params: &SignParams,
         deadline: Option<Instant>,
+        caller: &mut String,
     ) -> Result<pb::SignResponse, Status> {
-        self.authorize(identity, &params.key_name)?;
+        *caller = self.authorize(identity, &params.key_name)?;
         let _permit = self.pending.try_acquire().map_err(|_| {
             Status::resource_exhausted(format!(
                 "the service has {} Sign requests in progress, its limit; retry with backoff",
@@ -135,15 +172,19 @@ impl pb::signer_service_server::SignerService for SignerApi {
         let mut outcome = Outcome::new(&self.metrics, metric_key);
         let identity = Identity::of(&request);
         let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
-        let result = match validated {
+        let mut caller = String::new();
+        let result = match &validated {
             Ok(params) => {
                 let span = tracing::Span::current();
                 span.record("request_id", params.request_id.as_str());
                 span.record("key_name", params.key_name.as_str());
-                self.admit_and_sign(&identity, &params, deadline).await
+                self.admit_and_sign(&identity, params, deadline, &mut caller)
+                    .await
             }
-            Err(status) => Err(status),
+            Err(status) => Err(status.clone()),
         };
+        let event = audit_event(request.get_ref(), &identity, &caller, &result);
+        let result = self.record(event, result).await;
 
         outcome.code = Some(match &result {
             Ok(_) => tonic::Code::Ok,
@@ -198,6 +239,39 @@ impl Drop for Outcome<'_> {
             .sign_duration
             .with_label_values(&[self.key_label.as_str()])
             .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Builds the audit record of a Sign request from what the client sent
+/// and what the service answered.
+fn audit_event(
+    request: &pb::SignRequest,
+    identity: &Identity,
+    caller: &str,
+    result: &Result<pb::SignResponse, Status>,
+) -> SignEvent {
+    let key = result.as_ref().ok().and_then(|r| r.key.as_ref());
+    let hash_algorithm = match pb::HashAlgorithm::try_from(request.hash_algorithm) {
+        Ok(pb::HashAlgorithm::Sha256) => Some(HashAlgorithm::Sha256),
+        Ok(pb::HashAlgorithm::Sha384) => Some(HashAlgorithm::Sha384),
+        _ => None,
+    };
+    SignEvent {
+        caller: if caller.is_empty() {
+            identity.to_string()
+        } else {
+            format!("{caller} {identity}")
+        },
+        key_name: key.map_or_else(|| request.key_name.clone(), |k| k.key_name.clone()),
+        key_id: key.map(|k| k.key_id.clone()).unwrap_or_default(),
+        key_version: key.map_or(0, |k| k.version),
+        digest: request.digest.clone(),
+        hash_algorithm,
+        request_id: request.request_id.clone(),
+        outcome: match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        },
     }
 }
 
