@@ -24,6 +24,8 @@ pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
 pub const ENV_LISTEN: &str = "HALLMARK_LISTEN";
 /// Environment variable that overrides `server.metrics_listen`.
 pub const ENV_METRICS_LISTEN: &str = "HALLMARK_METRICS_LISTEN";
+/// Environment variable that overrides `server.health_listen`.
+pub const ENV_HEALTH_LISTEN: &str = "HALLMARK_HEALTH_LISTEN";
 /// Environment variable that overrides `server.reflection` (`true` or `false`).
 pub const ENV_REFLECTION: &str = "HALLMARK_REFLECTION";
 /// Environment variable that overrides `hsm.module`.
@@ -202,6 +204,9 @@ pub struct Config {
     pub listen: ListenAddr,
     /// Prometheus metrics listen address (TCP only).
     pub metrics_listen: std::net::SocketAddr,
+    /// A plain-text TCP listener that serves gRPC health checks only, for
+    /// kubelet probes when the service itself is on a Unix socket.
+    pub health_listen: Option<std::net::SocketAddr>,
     /// Whether gRPC server reflection is served.
     pub reflection: bool,
     /// Largest accepted request message, in bytes.
@@ -326,6 +331,7 @@ struct RawServer {
     drain_timeout: Option<String>,
     socket_mode: Option<String>,
     allow_insecure_tcp: Option<bool>,
+    health_listen: Option<String>,
     max_pending: Option<usize>,
 }
 
@@ -456,6 +462,19 @@ impl<'a> Builder<'a> {
             .ok();
 
         let metrics_listen = self.metrics_listen(raw.server.metrics_listen);
+        let health_listen = self
+            .env
+            .var(ENV_HEALTH_LISTEN)
+            .or(raw.server.health_listen)
+            .and_then(|text| {
+                text.parse()
+                    .map_err(|_| {
+                        self.problem(format!(
+                            "server.health_listen: {text:?} is not host:port with an IP address"
+                        ))
+                    })
+                    .ok()
+            });
         let reflection = self.reflection(raw.server.reflection);
         let max_request_bytes = raw
             .server
@@ -532,6 +551,7 @@ impl<'a> Builder<'a> {
             (Some(listen), Some(metrics_listen), Some(hsm), Some(default_key)) => Ok(Config {
                 listen,
                 metrics_listen,
+                health_listen,
                 reflection,
                 max_request_bytes,
                 drain_timeout,

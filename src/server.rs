@@ -82,6 +82,8 @@ pub struct Listeners {
     pub grpc: GrpcListener,
     /// The metrics listener.
     pub metrics: TcpListener,
+    /// The health-only listener, when configured.
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -139,7 +141,28 @@ impl Listeners {
             source,
         })?;
         info!(kind = "metrics", addr = %bound, "listening");
-        Ok(Self { grpc, metrics })
+        let health = match config.health_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("cannot listen on {addr} for health checks"),
+                        source,
+                    })?;
+                let bound = listener.local_addr().map_err(|source| ServeError::Io {
+                    context: "cannot read the bound health address".into(),
+                    source,
+                })?;
+                info!(kind = "health", addr = %bound, "listening");
+                Some(listener)
+            }
+            None => None,
+        };
+        Ok(Self {
+            grpc,
+            metrics,
+            health,
+        })
     }
 }
 
@@ -343,6 +366,20 @@ pub async fn run(
         },
     ));
 
+    // Kubelet probes reach this listener without TLS or the Unix socket;
+    // it serves grpc.health.v1 and nothing else.
+    let health_task = listeners.health.map(|listener| {
+        let service = health_service.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await
+        })
+    });
     let api = SignerApi::new(signer, Arc::clone(&config), metrics, audit.clone());
     let signer_service = SignerServiceServer::new(api)
         .max_decoding_message_size(config.max_request_bytes)
@@ -424,6 +461,13 @@ pub async fn run(
         }
     };
     refresher.abort();
+    if let Some(task) = health_task {
+        match task.await {
+            Ok(Err(error)) => warn!(%error, "health listener failed"),
+            Err(error) => warn!(%error, "health task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some((checkpoints, watcher)) = audit_tasks {
         // stop_tx was sent when serving stopped, so the checkpoint task
         // writes its final checkpoint and returns.

@@ -258,3 +258,43 @@ async fn an_expired_deadline_never_reaches_the_hsm() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_health_listener_serves_health_only() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    set_server_options(&token, "health_listen = \"127.0.0.1:0\"");
+    let socket = token.dir.path().join("hallmark.sock");
+    let server = TestServer::start_with(&token, &format!("unix:{}", socket.display()), &[]);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let log = server.log_text();
+    let line = log
+        .lines()
+        .find(|line| line.contains("kind=\"health\""))
+        .expect("the health listener is logged");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the line has an address");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid URI")
+        .connect()
+        .await
+        .expect("connects");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let mut signer = hallmark::pb::signer_service_client::SignerServiceClient::new(channel);
+    let refused = signer.sign(request()).await.expect_err("no Sign here");
+    assert_eq!(refused.code(), Code::Unimplemented);
+}

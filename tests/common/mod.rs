@@ -149,7 +149,7 @@ impl TestServer {
                 let addr = field(&line, "addr=").expect("listening line has addr");
                 if line.contains("kind=\"grpc\"") {
                     grpc_addr = Some(addr);
-                } else {
+                } else if line.contains("kind=\"metrics\"") {
                     metrics_addr = Some(addr);
                 }
             }
