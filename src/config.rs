@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::audit::AuditConfig;
-use crate::caller::{CallerRule, KeyScope, RateLimit};
+use crate::caller::{CallerRule, KeyScope, RateLimit, Selector};
 use crate::keys::algorithm::Algorithm;
 use crate::keys::{KeyName, SaltSetting};
 use crate::secret::Pin;
@@ -181,6 +181,18 @@ impl Default for KeyPolicy {
     }
 }
 
+/// PEM files of the server's TLS identity and of the CA that issues client
+/// certificates. Every client must present a certificate from that CA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    /// The CA certificates that client certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
 /// Settings of the PKCS#11 module and token.
 #[derive(Clone, Debug)]
 pub struct HsmConfig {
@@ -231,6 +243,8 @@ pub struct Config {
     pub socket_mode: u32,
     /// Whether a non-loopback TCP listener without TLS is allowed.
     pub allow_insecure_tcp: bool,
+    /// Mutual TLS for a TCP listener, or `None` for plain text.
+    pub tls: Option<TlsFiles>,
     /// Most Sign requests admitted at once, queued for a session or
     /// signing; more fail fast with RESOURCE_EXHAUSTED.
     pub max_pending: usize,
@@ -333,6 +347,15 @@ struct RawServer {
     allow_insecure_tcp: Option<bool>,
     health_listen: Option<String>,
     max_pending: Option<usize>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -524,14 +547,22 @@ impl<'a> Builder<'a> {
 
         let socket_mode = self.socket_mode(raw.server.socket_mode);
         let allow_insecure_tcp = raw.server.allow_insecure_tcp.unwrap_or(false);
+        let tls = raw.server.tls.and_then(|raw| self.tls(raw));
+        if tls.is_some() && matches!(listen, Some(ListenAddr::Unix(_))) {
+            self.problem(
+                "server.tls applies to TCP listeners; a Unix socket identifies callers by \
+                 their uid",
+            );
+        }
         if let Some(ListenAddr::Tcp(addr)) = &listen
             && !addr.ip().is_loopback()
+            && tls.is_none()
             && !allow_insecure_tcp
         {
             self.problem(format!(
-                "server.listen: {addr} is not a loopback address, and this version serves TCP \
-                 without TLS, so any host that reaches it could sign; listen on a Unix socket \
-                 or loopback, or set server.allow_insecure_tcp = true"
+                "server.listen: {addr} is not a loopback address and server.tls is not set, \
+                 so any host that reaches it could sign; configure server.tls, listen on a \
+                 Unix socket or loopback, or set server.allow_insecure_tcp = true"
             ));
         }
         let max_pending = raw.server.max_pending.unwrap_or(DEFAULT_MAX_PENDING);
@@ -563,6 +594,7 @@ impl<'a> Builder<'a> {
                 rotation_check_interval,
                 socket_mode,
                 allow_insecure_tcp,
+                tls,
                 max_pending,
                 callers,
                 audit,
@@ -607,6 +639,26 @@ impl<'a> Builder<'a> {
         Some(audit)
     }
 
+    fn tls(&mut self, raw: RawTls) -> Option<TlsFiles> {
+        let mut file = |name: &str, path: Option<PathBuf>| {
+            if path.is_none() {
+                self.problem(format!(
+                    "server.tls.{name} is missing; mutual TLS needs cert_file, key_file and \
+                     client_ca_file"
+                ));
+            }
+            path.map(|p| self.base_dir.join(p))
+        };
+        let cert = file("cert_file", raw.cert_file);
+        let key = file("key_file", raw.key_file);
+        let client_ca = file("client_ca_file", raw.client_ca_file);
+        Some(TlsFiles {
+            cert: cert?,
+            key: key?,
+            client_ca: client_ca?,
+        })
+    }
+
     fn socket_mode(&mut self, text: Option<String>) -> u32 {
         let Some(text) = text else {
             return DEFAULT_SOCKET_MODE;
@@ -634,8 +686,8 @@ impl<'a> Builder<'a> {
             if let Some(rule) = self.caller(&at, caller, keys) {
                 if rules.iter().any(|r| r.name == rule.name) {
                     self.problem(format!("{at}.name: {:?} is used twice", rule.name));
-                } else if rules.iter().any(|r| r.uid == rule.uid) {
-                    self.problem(format!("{at}.uid: {} is used twice", rule.uid));
+                } else if rules.iter().any(|r| r.selector == rule.selector) {
+                    self.problem(format!("{at}: another caller has the same identity"));
                 } else {
                     rules.push(rule);
                 }
@@ -666,18 +718,25 @@ impl<'a> Builder<'a> {
                 return None;
             }
         };
-        if raw.spiffe_id.is_some() || raw.cn.is_some() {
-            self.problem(format!(
-                "{at}: spiffe_id and cn identify TLS clients, and this version has no TLS \
-                 listener; identify local callers by uid"
-            ));
-            return None;
-        }
-        let Some(uid) = raw.uid else {
-            self.problem(format!(
-                "{at}.uid is missing; give the caller's Unix user ID"
-            ));
-            return None;
+        let selector = match (raw.uid, raw.spiffe_id, raw.cn) {
+            (Some(uid), None, None) => Selector::Uid(uid),
+            (None, Some(id), None) if id.starts_with("spiffe://") && id.len() > 9 => {
+                Selector::SpiffeId(id)
+            }
+            (None, Some(id), None) => {
+                self.problem(format!(
+                    "{at}.spiffe_id: {id:?} does not start with spiffe://"
+                ));
+                return None;
+            }
+            (None, None, Some(cn)) if !cn.is_empty() => Selector::CommonName(cn),
+            _ => {
+                self.problem(format!(
+                    "{at}: give exactly one identity: uid (a Unix socket peer), spiffe_id or \
+                     cn (a TLS client certificate)"
+                ));
+                return None;
+            }
         };
         let scope = match raw.keys.as_deref() {
             None | Some([]) => {
@@ -724,7 +783,7 @@ impl<'a> Builder<'a> {
         }
         Some(CallerRule {
             name,
-            uid,
+            selector,
             keys: scope,
             rate,
         })
@@ -1140,7 +1199,7 @@ mod tests {
         assert_eq!(config.max_pending, 8);
         assert_eq!(config.callers.len(), 2);
         assert_eq!(config.callers[0].name, "fraud-model");
-        assert_eq!(config.callers[0].uid, 1000);
+        assert_eq!(config.callers[0].selector, Selector::Uid(1000));
         assert_eq!(
             config.callers[0].rate,
             Some(RateLimit {
@@ -1158,7 +1217,7 @@ mod tests {
             "[server]\nsocket_mode = \"0066\"\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}\n\
              [[callers]]\nuid = 1\nkeys = [\"default\"]\n\n\
              [[callers]]\nname = \"a\"\nuid = 2\nkeys = [\"nope\"]\n\n\
-             [[callers]]\nname = \"b\"\ncn = \"client\"\nkeys = [\"*\"]\n\n\
+             [[callers]]\nname = \"b\"\nuid = 5\ncn = \"client\"\nkeys = [\"*\"]\n\n\
              [[callers]]\nname = \"c\"\nuid = 3\nkeys = [\"*\"]\nrate = -1.0\n"
         );
         let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
@@ -1167,13 +1226,13 @@ mod tests {
             [
                 "server.socket_mode: \"0066\" is not an octal mode from 0600 to 0777 that lets \
                  the owner read and write, such as \"0660\"",
-                "server.listen: 0.0.0.0:50051 is not a loopback address, and this version serves \
-                 TCP without TLS, so any host that reaches it could sign; listen on a Unix \
-                 socket or loopback, or set server.allow_insecure_tcp = true",
+                "server.listen: 0.0.0.0:50051 is not a loopback address and server.tls is not \
+                 set, so any host that reaches it could sign; configure server.tls, listen on a \
+                 Unix socket or loopback, or set server.allow_insecure_tcp = true",
                 "callers[0].name is missing; name each caller for metrics",
                 "callers[1].keys: \"nope\" is not a configured key name",
-                "callers[2]: spiffe_id and cn identify TLS clients, and this version has no TLS \
-                 listener; identify local callers by uid",
+                "callers[2]: give exactly one identity: uid (a Unix socket peer), spiffe_id or \
+                 cn (a TLS client certificate)",
                 "callers[3].rate: -1 is not a positive number of requests per second",
             ]
         );

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::Server;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{error, info, warn};
@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::audit::{
     AuditError, AuditLog, CheckpointSignature, CheckpointStatement, SignError as AuditSignError,
 };
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ListenAddr, TlsFiles};
 use crate::grpc::SignerApi;
 use crate::hsm::{HsmError, SessionPool, Token};
 use crate::keys::algorithm::SignatureEncoding;
@@ -92,7 +92,7 @@ impl Listeners {
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         let grpc = match &config.listen {
             ListenAddr::Tcp(addr) => {
-                if !addr.ip().is_loopback() {
+                if !addr.ip().is_loopback() && config.tls.is_none() {
                     warn!(
                         addr = %addr,
                         "serving gRPC over plain TCP on a non-loopback address: any host that \
@@ -407,8 +407,14 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let router = Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = Server::builder().tcp_nodelay(true);
+    if let Some(files) = &config.tls {
+        builder = builder
+            .tls_config(server_tls(files)?)
+            .map_err(|e| ServeError::Setup(format!("invalid TLS settings: {e}")))?;
+        info!(client_ca = %files.client_ca.display(), "serving gRPC over mutual TLS");
+    }
+    let router = builder
         .add_service(health_service)
         .add_optional_service(reflection)
         .add_optional_service(reflection_alpha)
@@ -490,6 +496,24 @@ pub async fn run(
     served?;
     info!("stopped");
     Ok(())
+}
+
+/// Reads the server's TLS identity and the client CA. Every client must
+/// present a certificate that chains to that CA; the policy then decides
+/// what its identity may do.
+fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).map_err(|source| ServeError::Io {
+            context: format!("cannot read the {what} {}", path.display()),
+            source,
+        })
+    };
+    let cert = read(&files.cert, "server certificate")?;
+    let key = read(&files.key, "server key")?;
+    let client_ca = read(&files.client_ca, "client CA certificate")?;
+    Ok(ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .client_ca_root(tonic::transport::Certificate::from_pem(client_ca)))
 }
 
 /// Flushes and closes the audit log once every other holder has let go.

@@ -7,6 +7,7 @@
 //! the key names each caller may use and to an optional rate limit.
 
 mod rate;
+mod tls;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -15,9 +16,10 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use tonic::Request;
-use tonic::transport::server::{TcpConnectInfo, UdsConnectInfo};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo, UdsConnectInfo};
 
 pub use rate::{RateLimit, TokenBucket};
+pub use tls::{CertificateNames, certificate_names};
 
 use crate::keys::KeyName;
 
@@ -36,10 +38,18 @@ pub enum Identity {
         /// The peer's effective group ID.
         gid: u32,
     },
-    /// A TCP peer.
+    /// A TCP peer without TLS.
     Tcp {
         /// The peer's address.
         addr: SocketAddr,
+    },
+    /// A TCP peer that presented a client certificate from the configured
+    /// CA.
+    Tls {
+        /// The peer's address, when known.
+        addr: Option<SocketAddr>,
+        /// The names in the client certificate.
+        names: CertificateNames,
     },
     /// The transport gave no identity.
     Unknown,
@@ -55,6 +65,18 @@ impl Identity {
                     gid: cred.gid(),
                 },
                 None => Self::Unknown,
+            };
+        }
+        if let Some(info) = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() {
+            // rustls verified the chain; the first certificate is the
+            // client's own.
+            let names = info
+                .peer_certs()
+                .and_then(|certs| certs.first().map(|cert| certificate_names(cert)))
+                .unwrap_or_default();
+            return Self::Tls {
+                addr: info.get_ref().remote_addr(),
+                names,
             };
         }
         match request
@@ -73,6 +95,7 @@ impl Identity {
         match self {
             Self::Unix { .. } => true,
             Self::Tcp { addr } => addr.ip().is_loopback(),
+            Self::Tls { addr, .. } => addr.is_some_and(|a| a.ip().is_loopback()),
             Self::Unknown => false,
         }
     }
@@ -83,6 +106,19 @@ impl fmt::Display for Identity {
         match self {
             Self::Unix { uid, gid } => write!(f, "uid={uid} gid={gid}"),
             Self::Tcp { addr } => write!(f, "tcp={addr}"),
+            Self::Tls { addr, names } => {
+                f.write_str("tls")?;
+                if let Some(addr) = addr {
+                    write!(f, "={addr}")?;
+                }
+                if let Some(id) = &names.spiffe_id {
+                    write!(f, " spiffe_id={id}")?;
+                }
+                if let Some(cn) = &names.common_name {
+                    write!(f, " cn={cn:?}")?;
+                }
+                Ok(())
+            }
             Self::Unknown => f.write_str("unknown"),
         }
     }
@@ -106,13 +142,25 @@ impl KeyScope {
     }
 }
 
+/// How a configured caller is recognized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// A Unix socket peer with this user ID.
+    Uid(u32),
+    /// A TLS client whose certificate has this SPIFFE ID.
+    SpiffeId(String),
+    /// A TLS client whose certificate has no SPIFFE ID and this subject
+    /// common name.
+    CommonName(String),
+}
+
 /// One configured caller: how to recognize it and what it may do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallerRule {
     /// The caller's name, used in metrics and logs.
     pub name: String,
-    /// The Unix user ID that identifies the caller.
-    pub uid: u32,
+    /// The identity that selects the caller.
+    pub selector: Selector,
     /// The key names the caller may use.
     pub keys: KeyScope,
     /// The caller's request rate limit, if any.
@@ -232,8 +280,20 @@ impl Policy {
 }
 
 impl CallerRule {
+    /// A SPIFFE ID, when the certificate has one, is the identity; the
+    /// common name counts only without it, so that a certificate cannot
+    /// claim one workload by its SPIFFE ID and another by its CN.
     fn matches(&self, identity: &Identity) -> bool {
-        matches!(identity, Identity::Unix { uid, .. } if *uid == self.uid)
+        match (&self.selector, identity) {
+            (Selector::Uid(want), Identity::Unix { uid, .. }) => uid == want,
+            (Selector::SpiffeId(want), Identity::Tls { names, .. }) => {
+                names.spiffe_id.as_ref() == Some(want)
+            }
+            (Selector::CommonName(want), Identity::Tls { names, .. }) => {
+                names.spiffe_id.is_none() && names.common_name.as_ref() == Some(want)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -290,7 +350,7 @@ mod tests {
     fn rules_select_callers_and_keys() {
         let policy = Policy::new(vec![CallerRule {
             name: "fraud-model".into(),
-            uid: 1000,
+            selector: Selector::Uid(1000),
             keys: KeyScope::Names([key("fraud")].into()),
             rate: None,
         }]);
@@ -323,10 +383,51 @@ mod tests {
     }
 
     #[test]
+    fn certificates_match_by_spiffe_id_before_common_name() {
+        let tls = |spiffe_id: Option<&str>, cn: Option<&str>| Identity::Tls {
+            addr: None,
+            names: CertificateNames {
+                spiffe_id: spiffe_id.map(str::to_owned),
+                common_name: cn.map(str::to_owned),
+            },
+        };
+        let rule = |name: &str, selector: Selector| CallerRule {
+            name: name.into(),
+            selector,
+            keys: KeyScope::All,
+            rate: None,
+        };
+        let policy = Policy::new(vec![
+            rule(
+                "scorer",
+                Selector::SpiffeId("spiffe://example.org/scorer".into()),
+            ),
+            rule("batch", Selector::CommonName("batch-job".into())),
+        ]);
+        let now = Instant::now();
+        let caller = |identity: &Identity| {
+            let decision = policy.check(identity, &key("default"), now);
+            (decision.caller().to_owned(), decision.outcome())
+        };
+        let scorer = tls(Some("spiffe://example.org/scorer"), Some("batch-job"));
+        assert_eq!(caller(&scorer), ("scorer".into(), "allowed"));
+        assert_eq!(
+            caller(&tls(None, Some("batch-job"))),
+            ("batch".into(), "allowed")
+        );
+        // A SPIFFE ID that matches no rule hides the common name.
+        let other = tls(Some("spiffe://example.org/other"), Some("batch-job"));
+        assert_eq!(caller(&other), ("unknown".into(), "denied"));
+        assert_eq!(caller(&tls(None, None)), ("unknown".into(), "denied"));
+        // A uid rule never matches a certificate, nor the reverse.
+        assert_eq!(caller(&unix(0)), ("unknown".into(), "denied"));
+    }
+
+    #[test]
     fn rate_limits_apply_per_caller() {
         let policy = Policy::new(vec![CallerRule {
             name: "batch".into(),
-            uid: 7,
+            selector: Selector::Uid(7),
             keys: KeyScope::All,
             rate: Some(RateLimit {
                 per_second: 2.0,
