@@ -35,6 +35,18 @@ use crate::pb::signer_service_server::SignerServiceServer;
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
 
+/// Most concurrent HTTP/2 streams on one connection: far more than one
+/// client needs in flight, given the admission limit.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Largest accepted HTTP/2 header list, in bytes. A Sign request's
+/// headers are a few hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Most streams a client may reset before the server stops accepting
+/// them: a defence against rapid-reset floods.
+const MAX_PENDING_RESET_STREAMS: usize = 64;
+
 /// How often the audit log's health is checked, and a failed log is
 /// retried: readiness follows a disk fault or its repair within this time.
 const AUDIT_WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -305,8 +317,11 @@ pub async fn run(
         (health.clone(), Arc::clone(&readiness)),
         stop_rx.clone(),
     ));
+    // The final checkpoint waits until in-flight requests have drained,
+    // so that it covers every record of a returned signature.
+    let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
     let audit_tasks = audit.as_ref().map(|log| {
-        let mut stop_checkpoints = stop_rx.clone();
+        let mut stop_checkpoints = drained_rx.clone();
         let checkpoints = {
             let log = Arc::clone(log);
             let sign = checkpoint_signer(Arc::clone(&signer), config.default_key.clone());
@@ -407,7 +422,14 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let mut builder = Server::builder().tcp_nodelay(true);
+    // HTTP/2 lets one connection open streams without end, and each costs
+    // memory before any policy sees it, so streams per connection and
+    // header sizes are bounded.
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS));
     if let Some(files) = &config.tls {
         builder = builder
             .tls_config(server_tls(files)?)
@@ -475,8 +497,9 @@ pub async fn run(
         }
     }
     if let Some((checkpoints, watcher)) = audit_tasks {
-        // stop_tx was sent when serving stopped, so the checkpoint task
-        // writes its final checkpoint and returns.
+        // Serving has stopped, so the checkpoint task writes its final
+        // checkpoint and returns.
+        let _ = drained_tx.send(true);
         watcher.abort();
         if let Err(error) = checkpoints.await {
             warn!(%error, "audit checkpoint task failed");
