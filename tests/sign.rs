@@ -401,6 +401,8 @@ async fn second_instance_on_live_socket_fails() {
             "--config",
         ])
         .arg(token.config())
+        // Its own audit directory, so that the socket check is what stops it.
+        .env("HALLMARK_AUDIT_DIR", token.dir.path().join("audit-second"))
         .output()
         .expect("hallmark runs");
     assert_eq!(output.status.code(), Some(74));
