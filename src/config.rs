@@ -663,8 +663,10 @@ impl<'a> Builder<'a> {
         let Some(text) = text else {
             return DEFAULT_SOCKET_MODE;
         };
-        match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
-            Ok(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
+        let digits = text.strip_prefix("0o").unwrap_or(&text);
+        let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(digits, 8).ok().filter(|_| octal) {
+            Some(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
             _ => {
                 self.problem(format!(
                     "server.socket_mode: {text:?} is not an octal mode from 0600 to 0777 that \
@@ -1214,7 +1216,7 @@ mod tests {
     #[test]
     fn bad_callers_are_reported_together() {
         let text = format!(
-            "[server]\nsocket_mode = \"0066\"\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}\n\
+            "[server]\nsocket_mode = \"0o0o660\"\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}\n\
              [[callers]]\nuid = 1\nkeys = [\"default\"]\n\n\
              [[callers]]\nname = \"a\"\nuid = 2\nkeys = [\"nope\"]\n\n\
              [[callers]]\nname = \"b\"\nuid = 5\ncn = \"client\"\nkeys = [\"*\"]\n\n\
@@ -1224,7 +1226,7 @@ mod tests {
         assert_eq!(
             problems,
             [
-                "server.socket_mode: \"0066\" is not an octal mode from 0600 to 0777 that lets \
+                "server.socket_mode: \"0o0o660\" is not an octal mode from 0600 to 0777 that lets \
                  the owner read and write, such as \"0660\"",
                 "server.listen: 0.0.0.0:50051 is not a loopback address and server.tls is not \
                  set, so any host that reaches it could sign; configure server.tls, listen on a \
