@@ -156,7 +156,9 @@ impl<R: Read> LineReader<R> {
 /// `PATH.torn-UNIX_SECONDS`, and truncates `path` to `keep` bytes. Each
 /// move appends the bytes and a newline, so that two moves in the same
 /// second both stay readable. The side file is synced before the
-/// truncation, so a crash loses neither copy.
+/// truncation, so a crash loses neither copy. A failed copy is undone on a
+/// best-effort basis: a side file it created is removed, and one it
+/// appended to is truncated to its earlier length.
 ///
 /// Returns the side file and the number of bytes moved, or `None` when
 /// the file is not longer than `keep`.
@@ -177,16 +179,35 @@ pub(super) fn cut_tail(path: &Path, keep: u64) -> io::Result<Option<(PathBuf, u6
         .create(true)
         .append(true)
         .open(&side_path)?;
-    file.seek(SeekFrom::Start(keep))?;
-    io::copy(&mut (&mut file).take(len - keep), &mut side)?;
-    side.write_all(b"\n")?;
-    side.sync_all()?;
+    let side_len = side.metadata()?.len();
+    if let Err(error) = append_tail(&mut file, keep, len - keep, &mut side) {
+        // A copy fails most often for lack of space, and the writer then
+        // retries at every batch until space returns. Without the undo,
+        // each second of such a fault would leave one empty side file. An
+        // error of the undo is ignored, because the copy's error is the one
+        // to report, and a leftover side file loses no record.
+        let _ = if side_len == 0 {
+            std::fs::remove_file(&side_path)
+        } else {
+            side.set_len(side_len)
+        };
+        return Err(error);
+    }
     if let Some(directory) = path.parent() {
         sync_directory(directory)?;
     }
     file.set_len(keep)?;
     file.sync_all()?;
     Ok(Some((side_path, len - keep)))
+}
+
+/// Appends `bytes` bytes of `file` from offset `keep`, and a newline, to
+/// `side`, and syncs `side`.
+fn append_tail(file: &mut File, keep: u64, bytes: u64, side: &mut File) -> io::Result<()> {
+    file.seek(SeekFrom::Start(keep))?;
+    io::copy(&mut Read::take(&mut *file, bytes), side)?;
+    side.write_all(b"\n")?;
+    side.sync_all()
 }
 
 #[cfg(test)]
