@@ -59,8 +59,9 @@ pub struct VerifyArgs {
 /// Options of `hallmark audit find`.
 #[derive(Debug, Args)]
 pub struct FindArgs {
-    /// Only records of this key ID.
-    #[arg(long, value_name = "KEY_ID")]
+    /// Only records of this key ID. Key IDs are base64url, so about one in
+    /// 64 starts with `-`; such a value is still read as the key ID.
+    #[arg(long, value_name = "KEY_ID", allow_hyphen_values = true)]
     pub key_id: Option<String>,
     /// Only records written at or after this RFC 3339 time.
     #[arg(long, value_name = "TIME", value_parser = parse_rfc3339)]

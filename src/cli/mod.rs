@@ -136,6 +136,8 @@ pub enum KeysCommand {
         #[allow(missing_docs)]
         config: ConfigArgs,
         /// Key ID of the version to revoke, as `hallmark keys list` prints it.
+        /// It may start with `-`, as base64url key IDs sometimes do.
+        #[arg(allow_hyphen_values = true)]
         key_id: String,
     },
     /// Destroy retired and revoked versions whose verify-until time has
