@@ -523,3 +523,29 @@ async fn periodic_checkpoints_skip_an_idle_log() {
     let report = check_files(&files, Some(&key.key_set()), ChainStart::Genesis).expect("verifies");
     assert_eq!(report.checkpoints_verified, 2);
 }
+
+/// Tools such as `sed -i`, editors and log rotators replace the file by a
+/// rename, and `rm` unlinks it; the open handle would keep writing to the
+/// old file, so records would vanish. Each case stops writing instead.
+#[tokio::test]
+async fn replaced_or_removed_files_stop_writing() {
+    for replace in [true, false] {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let log = AuditLog::open(config(dir.path())).expect("opens");
+        log.append(event(1)).await.expect("appends");
+        let path = audit_files(dir.path())[0].clone();
+        if replace {
+            let copy = dir.path().join("copy");
+            std::fs::copy(&path, &copy).expect("copies");
+            std::fs::rename(&copy, &path).expect("renames");
+        } else {
+            std::fs::remove_file(&path).expect("removes");
+        }
+        let error = log.append(event(2)).await.expect_err("the file changed");
+        assert!(matches!(error, AuditError::Io { .. }), "{error}");
+        assert!(!log.is_healthy());
+        // Nothing after the first record was written anywhere.
+        assert_eq!(log.stats().last_seq, 1);
+        let _ = log.close().await;
+    }
+}

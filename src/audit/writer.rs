@@ -10,6 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -309,6 +310,10 @@ impl Writer {
             self.start_next_file().map_err(|e| (next, e))?;
         }
         let path = self.current_path();
+        if let Err(error) = self.check_same_file(&path) {
+            self.file = None;
+            return Err((path, error));
+        }
         let file = self
             .file
             .as_mut()
@@ -330,6 +335,43 @@ impl Writer {
             Err(_) => self.file = None,
         }
         result.map_err(|e| (path, e))
+    }
+
+    /// Checks that the open file is still the one at `path` and holds
+    /// exactly the records written. An editor's save, `sed -i`, a log
+    /// rotation tool or `rm` replaces or unlinks the file while this handle
+    /// keeps writing to the old one, so records would vanish from the log.
+    fn check_same_file(&self, path: &Path) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let open = file.metadata()?;
+        let named = std::fs::metadata(path).map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!(
+                    "the audit file is gone from its path ({error}); an operator must restore it"
+                ),
+            )
+        })?;
+        if open.dev() != named.dev() || open.ino() != named.ino() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the audit file was replaced by another file; an operator must restore it",
+            ));
+        }
+        if open.len() != self.file_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the audit file is {} bytes, not the {} bytes of records written; another \
+                     process changed it",
+                    open.len(),
+                    self.file_len
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Opens the current file for appending, after cutting off any bytes
