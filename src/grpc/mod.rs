@@ -262,17 +262,31 @@ fn audit_event(
         } else {
             format!("{caller} {identity}")
         },
-        key_name: key.map_or_else(|| request.key_name.clone(), |k| k.key_name.clone()),
+        key_name: key.map_or_else(|| capped(&request.key_name), |k| k.key_name.clone()),
         key_id: key.map(|k| k.key_id.clone()).unwrap_or_default(),
         key_version: key.map_or(0, |k| k.version),
-        digest: request.digest.clone(),
+        digest: request.digest.iter().take(MAX_AUDITED_DIGEST_BYTES).copied().collect(),
         hash_algorithm,
-        request_id: request.request_id.clone(),
+        request_id: capped(&request.request_id),
         outcome: match result {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         },
     }
+}
+
+/// Longest client-supplied text kept in an audit record, in characters.
+/// Valid key names and request IDs are at most 128 bytes; anything longer
+/// was rejected, and keeping all of it would let a caller that may not
+/// sign fill the audit disk faster.
+const MAX_AUDITED_TEXT_CHARS: usize = 128;
+
+/// Most digest bytes kept in an audit record: a SHA-384 digest.
+const MAX_AUDITED_DIGEST_BYTES: usize = 48;
+
+/// Returns `text` cut to [`MAX_AUDITED_TEXT_CHARS`] characters.
+fn capped(text: &str) -> String {
+    text.chars().take(MAX_AUDITED_TEXT_CHARS).collect()
 }
 
 /// Reads the client's deadline from the `grpc-timeout` header: an integer
