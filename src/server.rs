@@ -423,8 +423,8 @@ pub async fn run(
         (None, None)
     };
     // HTTP/2 lets one connection open streams without end, and each costs
-    // memory before any policy sees it, so streams per connection and
-    // header sizes are bounded.
+    // memory before the policy runs, so streams per connection and header
+    // sizes are bounded.
     let mut builder = Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)

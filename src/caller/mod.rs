@@ -1,4 +1,4 @@
-//! Who is calling, and whether they may sign.
+//! Caller identity, and the policy that decides whether a caller may sign.
 //!
 //! A signing service is a signing oracle: anyone who can reach it can make
 //! signatures that verify. The caller's identity therefore comes from the
@@ -142,7 +142,7 @@ impl KeyScope {
     }
 }
 
-/// How a configured caller is recognized.
+/// The identity that selects a configured caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
     /// A Unix socket peer with this user ID.
@@ -207,7 +207,7 @@ impl Decision {
     }
 }
 
-/// Who may sign with which key, and how fast.
+/// The signing policy: which callers may use which keys, and how fast.
 ///
 /// With no rules, every local caller (a Unix socket peer or a loopback TCP
 /// peer) may use every key, and every other caller is denied. With rules,
@@ -280,7 +280,7 @@ impl Policy {
 }
 
 impl CallerRule {
-    /// A SPIFFE ID, when the certificate has one, is the identity; the
+    /// A SPIFFE ID, when the certificate has one, is the identity. The
     /// common name counts only without it, so that a certificate cannot
     /// claim one workload by its SPIFFE ID and another by its CN.
     fn matches(&self, identity: &Identity) -> bool {

@@ -2,8 +2,8 @@
 //! alternative name, or else the subject's common name.
 //!
 //! rustls has already checked the certificate chain against the configured
-//! client CA by the time a request arrives, so these functions only read
-//! names; they never decide trust.
+//! client CA by the time a request arrives. These functions only read
+//! names and never decide trust.
 
 use x509_cert::Certificate;
 use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};

@@ -265,7 +265,12 @@ fn audit_event(
         key_name: key.map_or_else(|| capped(&request.key_name), |k| k.key_name.clone()),
         key_id: key.map(|k| k.key_id.clone()).unwrap_or_default(),
         key_version: key.map_or(0, |k| k.version),
-        digest: request.digest.iter().take(MAX_AUDITED_DIGEST_BYTES).copied().collect(),
+        digest: request
+            .digest
+            .iter()
+            .take(MAX_AUDITED_DIGEST_BYTES)
+            .copied()
+            .collect(),
         hash_algorithm,
         request_id: capped(&request.request_id),
         outcome: match result {
