@@ -252,6 +252,9 @@ pub struct Config {
     pub callers: Vec<CallerRule>,
     /// The audit log settings, or `None` when `audit.enabled = false`.
     pub audit: Option<AuditConfig>,
+    /// The key that signs audit checkpoints and nothing else, or `None` to
+    /// sign them with the default key.
+    pub checkpoint_key: Option<KeyName>,
 }
 
 impl Config {
@@ -314,6 +317,7 @@ struct RawAudit {
     max_file_bytes: Option<u64>,
     append_timeout: Option<String>,
     checkpoint_interval: Option<String>,
+    checkpoint_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -572,6 +576,13 @@ impl<'a> Builder<'a> {
             ));
         }
         let callers = self.callers(raw.callers, &keys);
+        let checkpoint_key = self.checkpoint_key(raw.audit.checkpoint_key.as_deref(), &keys);
+        if checkpoint_key.is_some() && checkpoint_key == default_key {
+            self.problem(
+                "audit.checkpoint_key must differ from signing.default_key, because callers \
+                 can sign any digest with the default key",
+            );
+        }
         let audit = self.audit(raw.audit);
 
         if !self.problems.is_empty() {
@@ -598,10 +609,29 @@ impl<'a> Builder<'a> {
                 max_pending,
                 callers,
                 audit,
+                checkpoint_key,
             }),
             _ => Err(vec![
                 "internal error: a value failed without a message".into(),
             ]),
+        }
+    }
+
+    fn checkpoint_key(
+        &mut self,
+        name: Option<&str>,
+        keys: &BTreeMap<KeyName, KeyPolicy>,
+    ) -> Option<KeyName> {
+        let name = name?;
+        match KeyName::parse(name) {
+            Ok(key) if keys.contains_key(&key) => Some(key),
+            _ => {
+                self.problem(format!(
+                    "audit.checkpoint_key: {name:?} is not a configured key name; add a \
+                     [keys.{name}] table"
+                ));
+                None
+            }
         }
     }
 
@@ -1243,6 +1273,27 @@ mod tests {
         assert!(
             !problems.iter().any(|p| p.starts_with("server.listen")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn checkpoint_key_must_be_its_own_configured_key() {
+        let with = |value: &str| format!("{MINIMAL}\n[audit]\ncheckpoint_key = \"{value}\"\n");
+        let problems = parse_with(&with("default"), &[], &Overrides::default()).expect_err("same");
+        assert_eq!(
+            problems,
+            [
+                "audit.checkpoint_key must differ from signing.default_key, because callers can \
+              sign any digest with the default key"
+            ]
+        );
+        let problems = parse_with(&with("audit"), &[], &Overrides::default()).expect_err("none");
+        assert_eq!(
+            problems,
+            [
+                "audit.checkpoint_key: \"audit\" is not a configured key name; add a \
+              [keys.audit] table"
+            ]
         );
     }
 

@@ -320,11 +320,24 @@ pub async fn run(
     // The final checkpoint waits until in-flight requests have drained,
     // so that it covers every record of a returned signature.
     let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
+    let checkpoint_key = match &config.checkpoint_key {
+        Some(key) => key.clone(),
+        None => {
+            if audit.is_some() {
+                warn!(
+                    key_name = %config.default_key,
+                    "audit checkpoints are signed with the default key, which callers can also \
+                     use to sign any digest; set audit.checkpoint_key to a key of its own"
+                );
+            }
+            config.default_key.clone()
+        }
+    };
     let audit_tasks = audit.as_ref().map(|log| {
         let mut stop_checkpoints = drained_rx.clone();
         let checkpoints = {
             let log = Arc::clone(log);
-            let sign = checkpoint_signer(Arc::clone(&signer), config.default_key.clone());
+            let sign = checkpoint_signer(Arc::clone(&signer), checkpoint_key.clone());
             tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop_checkpoints.wait_for(|stopped| *stopped).await;
@@ -334,7 +347,7 @@ pub async fn run(
         };
         let watcher = tokio::spawn(audit_watch_loop(
             Arc::clone(log),
-            checkpoint_signer(Arc::clone(&signer), config.default_key.clone()),
+            checkpoint_signer(Arc::clone(&signer), checkpoint_key.clone()),
             Arc::clone(&metrics),
             (health.clone(), Arc::clone(&readiness)),
             stop_rx.clone(),

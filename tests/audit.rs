@@ -813,3 +813,69 @@ fn find_accepts_key_id_with_leading_hyphen() {
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     assert!(output.stdout.is_empty(), "{}", describe(&output));
 }
+
+/// With audit.checkpoint_key, checkpoints use a key that Sign refuses, and
+/// `audit verify --checkpoint-key` accepts checkpoints by that key only:
+/// a caller who can sign with the default key cannot forge one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dedicated_checkpoint_key_cannot_sign_requests() {
+    let token = new_token();
+    let config = std::fs::read_to_string(token.config()).expect("config readable");
+    let config = config.replacen("[audit]\n", "[audit]\ncheckpoint_key = \"audit\"\n", 1)
+        + "\n[keys.audit]\nalgorithm = \"ecdsa-p256-sha256\"\n";
+    std::fs::write(token.config(), config).expect("config writable");
+    let created = token.hallmark(&["keys", "create", "--name", "audit"]);
+    assert!(created.status.success(), "{created:?}");
+
+    let server = start_server(&token, &[]).await;
+    let mut client = server.client().await;
+    sign(&mut client, "by-default-key")
+        .await
+        .expect("the default key signs");
+    let refused = client
+        .sign(sign_request("by-audit-key", digest_of("x"), "audit"))
+        .await
+        .expect_err("the checkpoint key is refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert_eq!(
+        refused.message(),
+        "key \"audit\" signs audit checkpoints only"
+    );
+    let jwks = token.dir.path().join("jwks.json");
+    save_jwks(&server, &jwks).await;
+    drop(client);
+    stop_server(server).await;
+
+    let files = audit_files(&token.dir.path().join("audit"));
+    let records = read_records(&files);
+    let checkpoint = records.last().expect("a final checkpoint");
+    assert_eq!(checkpoint["kind"], "checkpoint");
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(&jwks).expect("JWKS")).expect("JSON");
+    let audit_kid = document["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["hallmark_key_name"] == "audit"))
+        .and_then(|k| k["kid"].as_str())
+        .expect("the audit key is published")
+        .to_owned();
+    assert_eq!(checkpoint["key_id"], audit_kid.as_str());
+
+    let keys = jwks.to_str().expect("UTF-8 path");
+    let accepted = hallmark_audit(
+        &["verify", "--keys", keys, "--checkpoint-key", "audit"],
+        &files,
+    );
+    assert_eq!(accepted.status.code(), Some(0), "{}", describe(&accepted));
+    // The same log, told to trust only the default key's checkpoints,
+    // fails: a checkpoint by any other key proves nothing.
+    let refused = hallmark_audit(
+        &["verify", "--keys", keys, "--checkpoint-key", "default"],
+        &files,
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(EXIT_BROKEN),
+        "{}",
+        describe(&refused)
+    );
+}

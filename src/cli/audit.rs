@@ -47,6 +47,11 @@ pub struct VerifyArgs {
     /// PSS salt length in bytes of RSA-PSS keys read from PEM.
     #[arg(long, default_value_t = 32)]
     pub pss_salt_length: usize,
+    /// Accept checkpoints signed by versions of this key name only: the
+    /// server's audit.checkpoint_key. Any other key could have been used
+    /// through Sign to forge a checkpoint.
+    #[arg(long, value_name = "KEY_NAME", requires = "keys")]
+    pub checkpoint_key: Option<String>,
     /// Accept files that begin after seq 1, for a log whose older files
     /// were archived. The first record's prev is then not checked.
     #[arg(long)]
@@ -87,7 +92,10 @@ pub fn run(command: &AuditCommand) -> ExitCode {
 fn verify(args: &VerifyArgs, out: &mut dyn Write) -> u8 {
     let keys = match &args.keys {
         Some(source) => match read_key_set(source, args) {
-            Ok(keys) => Some(keys),
+            Ok(keys) => Some(match &args.checkpoint_key {
+                Some(name) => keys.only_key_name(name),
+                None => keys,
+            }),
             Err((error, code)) => {
                 eprintln!("error: {error}");
                 return code;
@@ -286,6 +294,7 @@ mod tests {
         VerifyArgs {
             keys,
             rsa_algorithm: None,
+            checkpoint_key: None,
             pss_salt_length: 32,
             partial: false,
             files,

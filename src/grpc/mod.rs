@@ -117,6 +117,14 @@ impl SignerApi {
         deadline: Option<Instant>,
         caller: &mut String,
     ) -> Result<pb::SignResponse, Status> {
+        // Whoever can sign any digest with a key can forge checkpoints made
+        // with it, so the checkpoint key signs nothing else.
+        if self.config.checkpoint_key.as_ref() == Some(&params.key_name) {
+            return Err(Status::permission_denied(format!(
+                "key {:?} signs audit checkpoints only",
+                params.key_name.as_str()
+            )));
+        }
         *caller = self.authorize(identity, &params.key_name)?;
         let _permit = self.pending.try_acquire().map_err(|_| {
             Status::resource_exhausted(format!(

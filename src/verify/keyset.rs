@@ -152,6 +152,21 @@ impl KeySet {
         self.usable.insert(key.key_id.clone(), key);
     }
 
+    /// Returns the key set reduced to the usable versions of one key name,
+    /// with every revoked ID kept.
+    pub fn only_key_name(&self, name: &str) -> Self {
+        Self {
+            usable: self
+                .usable
+                .iter()
+                .filter(|(_, key)| key.key_name == name)
+                .map(|(id, key)| (id.clone(), key.clone()))
+                .collect(),
+            unusable: BTreeMap::new(),
+            revoked: self.revoked.clone(),
+        }
+    }
+
     /// Marks a key ID revoked.
     pub fn revoke(&mut self, key_id: &str, revoked_at: Option<String>) {
         self.revoked.insert(key_id.to_owned(), revoked_at);
