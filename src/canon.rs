@@ -1418,7 +1418,8 @@ mod tests {
                 "{lexeme}: {error:?}"
             );
         }
-        // A float is a double by definition, so it rounds as RFC 8785 says.
+        // A float is a double by definition, so it rounds as RFC 8785
+        // specifies.
         assert_eq!(jcs("9007199254740993.0"), "9007199254740992");
         assert_eq!(jcs("1e16"), "10000000000000000");
     }

@@ -217,8 +217,8 @@ async fn a_burst_beyond_the_admission_limit_fails_fast() {
     assert_eq!(ok + exhausted, 2_000, "only OK and RESOURCE_EXHAUSTED");
     assert!(ok >= 2, "{ok} signed");
     assert!(exhausted >= 1_000, "{exhausted} refused");
-    // Refused requests hold nothing once answered, so a repeated burst
-    // does not grow memory.
+    // A refused request holds no memory after its response, so a repeated
+    // burst does not grow memory.
     assert!(
         after < before + 8 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
@@ -232,13 +232,14 @@ async fn an_expired_deadline_never_reaches_the_hsm() {
     server.wait_serving(Duration::from_secs(30)).await;
     let mut client = server.client().await;
     let mut expired = tonic::Request::new(request());
-    // The header alone, without a client-side timer: the server sees a
-    // deadline that has passed by the time it admits the request.
+    // The header alone, without a client-side timer: the deadline has
+    // passed by the time the server admits the request.
     expired
         .metadata_mut()
         .insert("grpc-timeout", "1n".parse().expect("valid header"));
-    // Whichever notices first answers: tonic's own grpc-timeout timer
-    // (CANCELLED) or the service's admission check (DEADLINE_EXCEEDED).
+    // The status comes from whichever check runs first: tonic's own
+    // grpc-timeout timer (CANCELLED) or the admission check
+    // (DEADLINE_EXCEEDED).
     let status = client.sign(expired).await.expect_err("deadline passed");
     let answers = [
         (Code::Cancelled, "Timeout expired"),

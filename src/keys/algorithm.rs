@@ -8,7 +8,7 @@
 //!
 //! The algorithms themselves, their encodings and the signature check live
 //! in [`crate::verify::algorithm`], which consumers use without the PKCS#11
-//! stack; this module re-exports them and adds the token side.
+//! stack. This module re-exports them and adds the token side.
 
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};

@@ -23,17 +23,17 @@ pub enum KeySetError {
     /// The key set cannot be fetched or read.
     #[error("cannot read the key set from {source_name}: {reason}")]
     Unavailable {
-        /// Where the key set was read from.
+        /// The location the key set was read from.
         source_name: String,
-        /// What went wrong.
+        /// The failure.
         reason: String,
     },
     /// The key set was read but is not a usable key set.
     #[error("the key set from {source_name} is invalid: {reason}")]
     Invalid {
-        /// Where the key set was read from.
+        /// The location the key set was read from.
         source_name: String,
-        /// What is wrong with it.
+        /// The defect found.
         reason: String,
     },
 }

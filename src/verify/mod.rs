@@ -105,7 +105,7 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Default minimum time between two fetches, so that documents naming
 /// unknown keys cannot make the verifier hammer the key server.
 pub const DEFAULT_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(30);
-/// Longest replay window (`max_age + clock_skew`) accepted: 100 years of
+/// Maximum replay window (`max_age + clock_skew`): 100 years of
 /// 365 days, far beyond any freshness policy, which keeps time arithmetic
 /// from overflowing.
 pub const MAX_WINDOW: Duration = Duration::from_secs(100 * 365 * 86_400);
@@ -125,7 +125,7 @@ pub enum VerifyError {
     UnknownKey {
         /// The key ID that the document names.
         key_id: String,
-        /// Where the key set came from.
+        /// The location of the key set.
         source_name: String,
     },
     /// The key ID names a revoked key version.
@@ -195,7 +195,7 @@ pub enum SetupError {
     InvalidOption(String),
 }
 
-/// What a successful verification established.
+/// The result of a successful verification.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
     /// The key ID that verified the signature.
@@ -215,7 +215,7 @@ pub struct Verdict {
 /// Verifier settings; [`Options::default`] gives the documented defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
-    /// How old an output's timestamp may be.
+    /// The maximum age of an output's timestamp.
     pub max_age: Duration,
     /// How far in the future an output's timestamp may be.
     pub clock_skew: Duration,
@@ -272,8 +272,8 @@ impl Verifier {
     }
 
     /// Creates a verifier that fetches its key set from a JWKS URL
-    /// (`http://`, `https://`, `file://`) or file, now and again as
-    /// [`Options`] say. A PEM file is read with `pem`; it has no
+    /// (`http://`, `https://`, `file://`) or file, now and again at the
+    /// intervals in [`Options`]. A PEM file is read with `pem`. It has no
     /// revocations to pick up, but is reread all the same.
     pub fn fetching(
         location: &str,
@@ -286,7 +286,7 @@ impl Verifier {
     }
 
     /// Creates a verifier whose key set comes from `fetch`, called now and
-    /// again as [`Options`] say.
+    /// again at the intervals in [`Options`].
     pub fn with_fetch(
         source_name: &str,
         fetch: Fetch,
