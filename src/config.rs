@@ -91,7 +91,7 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 /// Default most Sign requests admitted at once. A signature takes from
 /// tens of microseconds to tens of milliseconds on an HSM, so 1024 queued
-/// requests is already seconds of work; more would only add latency.
+/// requests are already seconds of work. More would only add latency.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// Upper bound of `server.max_pending`.

@@ -11,7 +11,7 @@
 //! `hallmark` binary, and [`audit`] keeps a tamper-evident log of Sign
 //! requests.
 //!
-//! The consumer side stands apart: [`verify`] checks signed outputs against
+//! The consumer side is separate: [`verify`] checks signed outputs against
 //! a published key set, and [`canon`] serializes manifests canonically.
 //! Neither reaches PKCS#11. Building with `default-features = false` leaves
 //! out the `server` feature and everything above that needs it.

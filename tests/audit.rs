@@ -866,7 +866,7 @@ async fn a_dedicated_checkpoint_key_cannot_sign_requests() {
         &files,
     );
     assert_eq!(accepted.status.code(), Some(0), "{}", describe(&accepted));
-    // The same log, told to trust only the default key's checkpoints,
+    // The same log, restricted to the default key's checkpoints,
     // fails: a checkpoint by any other key proves nothing.
     let refused = hallmark_audit(
         &["verify", "--keys", keys, "--checkpoint-key", "default"],

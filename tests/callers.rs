@@ -217,7 +217,7 @@ async fn a_burst_beyond_the_admission_limit_fails_fast() {
     assert_eq!(ok + exhausted, 2_000, "only OK and RESOURCE_EXHAUSTED");
     assert!(ok >= 2, "{ok} signed");
     assert!(exhausted >= 1_000, "{exhausted} refused");
-    // A refused request holds no memory after its response, so a repeated
+    // A rejected request keeps no memory after its response, so a repeated
     // burst does not grow memory.
     assert!(
         after < before + 8 * 1024,

@@ -1,6 +1,6 @@
 //! Mutual TLS: a client certificate from the configured CA whose identity a
-//! `[[callers]]` entry names may sign; an unknown identity, a certificate
-//! from another CA, and no certificate are each refused.
+//! `[[callers]]` entry names may sign. An unknown identity, a certificate
+//! from another CA, and no certificate are each rejected.
 
 mod common;
 
@@ -207,8 +207,8 @@ async fn client_certificates_decide_who_signs() {
     // so these clients never reach the service. Under TLS 1.3 the client
     // learns it while connecting or only when the server's alert ends its
     // first request, so the client-side code varies (UNAVAILABLE,
-    // CANCELLED or UNKNOWN); the metrics below show that no such request
-    // was seen.
+    // CANCELLED or UNKNOWN). The metrics below show that the service
+    // received no such request.
     for client in [Some("impostor"), None] {
         let code = sign_code(&server, &dir, client).await;
         assert!(

@@ -46,7 +46,7 @@ impl Producer {
         }
     }
 
-    /// The JWK that Hallmark's JWKS endpoint would publish for the key.
+    /// Returns the JWK that Hallmark's JWKS endpoint would publish for the key.
     fn jwk(&self, activates_at: &str, verify_until: &str) -> Value {
         let verifying = hallmark::verify::algorithm::VerifyingKey::P256(*self.key.verifying_key());
         let mut jwk = verifying.jwk();

@@ -337,7 +337,7 @@ impl Writer {
         result.map_err(|e| (path, e))
     }
 
-    /// Checks that the open file is still the one at `path` and holds
+    /// Checks that the open file is still the one at `path` and contains
     /// exactly the records written. An editor's save, `sed -i`, a log
     /// rotation tool or `rm` replaces or unlinks the file while this handle
     /// keeps writing to the old one, so records would vanish from the log.

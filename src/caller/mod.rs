@@ -280,8 +280,9 @@ impl Policy {
 }
 
 impl CallerRule {
-    /// A SPIFFE ID, when the certificate has one, is the identity. The
-    /// common name counts only without it, so that a certificate cannot
+    /// Returns whether the rule selects `identity`. A SPIFFE ID, when the
+    /// certificate has one, is the identity. The common name counts only
+    /// without it, so that a certificate cannot
     /// claim one workload by its SPIFFE ID and another by its CN.
     fn matches(&self, identity: &Identity) -> bool {
         match (&self.selector, identity) {

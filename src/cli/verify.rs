@@ -26,7 +26,7 @@ pub const EXIT_REJECTED: u8 = 1;
 /// Options of `hallmark verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Where the published keys come from: a JWKS URL (http://, https://,
+    /// The source of the published keys: a JWKS URL (http://, https://,
     /// file://), a JWKS or PEM file, or a running Hallmark's ListKeys as
     /// grpc://HOST:PORT or unix:PATH.
     #[arg(long, value_name = "SOURCE")]

@@ -117,8 +117,8 @@ impl SignerApi {
         deadline: Option<Instant>,
         caller: &mut String,
     ) -> Result<pb::SignResponse, Status> {
-        // Whoever can sign any digest with a key can forge checkpoints made
-        // with it, so the checkpoint key signs nothing else.
+        // A caller that can sign any digest with a key can forge checkpoints
+        // made with it, so the checkpoint key signs nothing else.
         if self.config.checkpoint_key.as_ref() == Some(&params.key_name) {
             return Err(Status::permission_denied(format!(
                 "key {:?} signs audit checkpoints only",
@@ -250,8 +250,8 @@ impl Drop for Outcome<'_> {
     }
 }
 
-/// Builds the audit record of a Sign request from what the client sent
-/// and what the service answered.
+/// Builds the audit record of a Sign request from the request and the
+/// service's response.
 fn audit_event(
     request: &pb::SignRequest,
     identity: &Identity,
@@ -288,9 +288,9 @@ fn audit_event(
     }
 }
 
-/// Longest client-supplied text kept in an audit record, in characters.
-/// Valid key names and request IDs are at most 128 bytes; anything longer
-/// was rejected, and keeping all of it would let a caller that may not
+/// Maximum client-supplied text kept in an audit record, in characters.
+/// Valid key names and request IDs are at most 128 bytes, so anything
+/// longer was rejected. Keeping all of it would let a caller that may not
 /// sign fill the audit disk faster.
 const MAX_AUDITED_TEXT_CHARS: usize = 128;
 

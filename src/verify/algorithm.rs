@@ -326,8 +326,8 @@ impl VerifyingKey {
     }
 
     /// Builds an Ed25519 key from its 32-byte encoding. The point must
-    /// decode and must not have small order, since a small-order key
-    /// accepts signatures that nobody needed the private key to make.
+    /// decode and must not have small order, because a small-order key
+    /// accepts signatures made without the private key.
     pub fn ed25519(point: &[u8; 32]) -> Result<Self, AlgorithmError> {
         let key = ed25519_dalek::VerifyingKey::from_bytes(point)
             .map_err(|e| invalid_key("an Ed25519", e))?;

@@ -222,7 +222,7 @@ pub fn compact_json(text: &str) -> String {
         if in_string {
             // JSON allows these two raw in strings, but many line-based
             // readers (and JavaScript before ES2019) treat them as line
-            // breaks, so they are escaped; the string's value is unchanged.
+            // breaks. Escaping them leaves the string's value unchanged.
             match c {
                 '\u{2028}' => out.push_str("\\u2028"),
                 '\u{2029}' => out.push_str("\\u2029"),

@@ -78,7 +78,7 @@ pub struct PublishedKey {
 /// rejected with the reason instead of as an unknown key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnusableKey {
-    /// What is wrong with the entry.
+    /// The defect found in the entry.
     pub problem: String,
 }
 
@@ -91,7 +91,7 @@ pub struct KeySet {
     revoked: BTreeMap<String, Option<String>>,
 }
 
-/// What a key set says about one key ID.
+/// The result of looking up one key ID in a key set.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
     /// The key may verify.
@@ -104,7 +104,7 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
-/// How RSA public keys read from PEM are used, since PEM states no
+/// The parameters of RSA public keys read from PEM, because PEM states no
 /// algorithm. EC and Ed25519 keys each serve one algorithm and ignore it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PemParameters {
@@ -385,7 +385,7 @@ fn pem_blocks(text: &str) -> Vec<&str> {
     blocks
 }
 
-/// Reads one JWK with Hallmark's members, or says why it is unusable.
+/// Reads one JWK with Hallmark's members, or returns why it is unusable.
 fn jwk_entry(key_id: &str, entry: &Value) -> Result<PublishedKey, String> {
     let members = entry.as_object().ok_or("the entry is not an object")?;
     let text = |name: &str| members.get(name).and_then(Value::as_str);
@@ -495,7 +495,7 @@ fn jwk_public_key(
     key.map_err(|e| e.to_string())
 }
 
-/// Reads one `ListKeys` version, or says why it is unusable.
+/// Reads one `ListKeys` version, or returns why it is unusable.
 fn list_keys_entry(version: &pb::KeyVersion) -> Result<PublishedKey, String> {
     let algorithm = pb::SignatureAlgorithm::try_from(version.algorithm)
         .map_err(|_| format!("unknown algorithm {}", version.algorithm))

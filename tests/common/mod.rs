@@ -162,7 +162,7 @@ impl TestServer {
         }
     }
 
-    /// The server's process ID.
+    /// Returns the server's process ID.
     #[allow(dead_code)]
     pub fn pid(&self) -> u32 {
         self.child.id()
