@@ -1,8 +1,9 @@
 //! The audit directory: file names, the lock, bounded line reading, and
 //! cutting unacknowledged bytes off a file's end into a side file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,13 +48,36 @@ pub(super) fn list_files(directory: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(files)
 }
 
+/// Permissions of files the audit log creates: records name callers and
+/// digests, so only the service's user writes them and its group reads
+/// them, for a log shipper that runs as another user in the same group.
+const FILE_MODE: u32 = 0o640;
+
+/// Permissions of an audit directory that the service creates.
+const DIRECTORY_MODE: u32 = 0o750;
+
+/// Opens `path` for appending, creating it with [`FILE_MODE`] if it does
+/// not exist. An existing file keeps its permissions.
+pub(super) fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Creates `directory` and its missing parents with [`DIRECTORY_MODE`].
+pub(super) fn create_directory(directory: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIRECTORY_MODE)
+        .create(directory)
+}
+
 /// Takes the directory's exclusive lock, or returns `None` when another
 /// process holds it. The lock lasts as long as the returned file is open.
 pub(super) fn lock_directory(directory: &Path) -> io::Result<Option<File>> {
-    let lock = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(directory.join(LOCK_FILE_NAME))?;
+    let lock = open_append(&directory.join(LOCK_FILE_NAME))?;
     match lock.try_lock() {
         Ok(()) => Ok(Some(lock)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -175,10 +199,7 @@ pub(super) fn cut_tail(path: &Path, keep: u64) -> io::Result<Option<(PathBuf, u6
     side_name.push(format!(".torn-{seconds}"));
     let side_path = PathBuf::from(side_name);
 
-    let mut side = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&side_path)?;
+    let mut side = open_append(&side_path)?;
     let side_len = side.metadata()?.len();
     if let Err(error) = append_tail(&mut file, keep, len - keep, &mut side) {
         // A copy fails most often for lack of space, and the writer then

@@ -231,7 +231,7 @@ impl AuditLog {
     pub fn open(config: AuditConfig) -> Result<Self, AuditError> {
         config.validate()?;
         let directory = config.directory.clone();
-        std::fs::create_dir_all(&directory).map_err(|e| AuditError::io(&directory, e))?;
+        files::create_directory(&directory).map_err(|e| AuditError::io(&directory, e))?;
         let lock = files::lock_directory(&directory)
             .map_err(|e| AuditError::io(&directory, e))?
             .ok_or_else(|| AuditError::Locked {

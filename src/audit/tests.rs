@@ -44,6 +44,46 @@ async fn appends_build_a_chain() {
 }
 
 #[tokio::test]
+async fn files_are_private_to_the_user_and_group() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let parent = tempfile::tempdir().expect("temporary directory");
+    let directory = parent.path().join("audit");
+    let log = AuditLog::open(config(&directory)).expect("opens");
+    log.append(event(1)).await.expect("appends");
+    log.close().await.expect("closes");
+
+    // The process's umask still applies to what the log creates.
+    let status = std::fs::read_to_string("/proc/self/status").expect("reads");
+    let umask = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Umask:"))
+        .and_then(|value| u32::from_str_radix(value.trim(), 8).ok())
+        .expect("umask");
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&directory), 0o750 & !umask);
+    let mut created = Vec::new();
+    for entry in std::fs::read_dir(&directory).expect("lists") {
+        let path = entry.expect("entry").path();
+        created.push((path.file_name().expect("name").to_owned(), mode(&path)));
+    }
+    created.sort();
+    assert_eq!(
+        created,
+        [
+            ("audit-000001.jsonl".into(), 0o640 & !umask),
+            ("audit.lock".into(), 0o640 & !umask)
+        ]
+    );
+}
+
+#[tokio::test]
 async fn reopening_continues_the_chain() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let log = AuditLog::open(config(dir.path())).expect("opens");

@@ -8,7 +8,7 @@
 //! Bytes of a failed batch that reached the file are moved to a side file
 //! before the next write, as a torn tail is on open.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -378,7 +378,7 @@ impl Writer {
     /// past the acknowledged records.
     fn reopen(&self) -> io::Result<File> {
         let path = self.current_path();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = files::open_append(&path)?;
         let len = file.metadata()?.len();
         if len < self.file_len {
             return Err(io::Error::new(
@@ -405,7 +405,7 @@ impl Writer {
     fn start_next_file(&mut self) -> io::Result<()> {
         let index = self.index + 1;
         let path = self.settings.directory.join(file_name(index));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = files::open_append(&path)?;
         if file.metadata()?.len() != 0 {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
