@@ -238,6 +238,14 @@ impl AuditLog {
                 directory: directory.clone(),
             })?;
         let resume = recover::resume(&directory)?;
+        if resume.next_seq == 1 {
+            // Removing or archiving every file of a log is not detectable
+            // from the directory alone, so each new chain is announced.
+            warn!(
+                directory = %directory.display(),
+                "the audit directory holds no records; starting a new chain at seq 1"
+            );
+        }
         info!(
             directory = %directory.display(),
             file = file_name(resume.index),

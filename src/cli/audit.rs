@@ -197,6 +197,12 @@ fn print_notes(report: &CheckReport, keys_given: bool) {
             report.checkpoints
         );
     }
+    if report.records == 0 {
+        eprintln!(
+            "note: the files hold no records; files that were emptied or replaced by empty \
+             ones look the same"
+        );
+    }
     let last = report.last_seq.unwrap_or(0);
     match report.last_verified_checkpoint {
         _ if !keys_given => {}
