@@ -65,7 +65,6 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
             let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))
                 .await
                 .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
-            let token = Arc::new(token);
             let prepared = server::prepare(&config, token).await?;
             let listeners = Listeners::bind(&config).await?;
             server::run(Arc::clone(&config), prepared, listeners, shutdown_signal()).await

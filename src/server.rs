@@ -18,7 +18,7 @@ use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::audit::{
     AuditError, AuditLog, CheckpointSignature, CheckpointStatement, SignError as AuditSignError,
@@ -34,6 +34,11 @@ use crate::pb::signer_service_server::SignerServiceServer;
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
+/// First wait before opening an unavailable token again; each failure
+/// doubles it up to [`RECONNECT_BACKOFF_MAX`].
+const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between attempts to open an unavailable token.
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Most concurrent HTTP/2 streams on one connection: far more than one
 /// client needs in flight, given the admission limit.
@@ -231,15 +236,16 @@ pub struct Prepared {
 
 /// Opens the pool on `token`, reads the keys, and checks that each
 /// configured salt fits its key.
-pub async fn prepare(config: &Config, token: Arc<Token>) -> Result<Prepared, ServeError> {
+pub async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeError> {
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?);
     for name in config.keys.keys() {
         metrics.register_key(name.as_str());
     }
-    let sessions = config.hsm.sessions;
-    let pool = tokio::task::spawn_blocking(move || SessionPool::open(token, sessions))
-        .await
-        .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+    let hsm = config.hsm.clone();
+    let pool =
+        tokio::task::spawn_blocking(move || SessionPool::with_token(&hsm, token, hsm.sessions))
+            .await
+            .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
     let signer = Arc::new(Signer::new(pool, config.keys.clone(), Arc::clone(&metrics)));
     if config.rotation_enabled {
         // The rotator completes or cleans up whatever an interrupted run left
@@ -669,8 +675,11 @@ fn remove_own_socket(path: &std::path::Path) {
     }
 }
 
-/// Re-reads the token on an interval, updates health and key gauges, and
-/// retries quickly while the default key is missing.
+/// Keeps readiness true to the token: re-reads the keys on an interval,
+/// reconnects with capped exponential backoff while the token cannot be
+/// opened, retries quickly while the default key is missing, and
+/// re-evaluates at once whenever a request changes the snapshot or the
+/// connection.
 async fn refresh_loop(
     config: Arc<Config>,
     signer: Arc<Signer>,
@@ -678,48 +687,73 @@ async fn refresh_loop(
     (health, readiness): (HealthReporter, Arc<Readiness>),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut first = true;
+    let pool = Arc::clone(signer.pool());
+    let mut link = pool.subscribe();
+    let mut snapshots = signer.subscribe();
+    let mut backoff = RECONNECT_BACKOFF_MIN;
     let mut was_ready = false;
+    // The first pass evaluates the snapshot that start-up read.
+    let mut read_now = false;
     loop {
-        let snapshot = if first {
-            Ok(signer.snapshot())
-        } else {
-            signer.refresh().await
-        };
-        first = false;
-        let ready = match &snapshot {
-            Ok(snapshot) => {
-                let default_key = &config.default_key;
-                if let Some(problem) = snapshot.conflict(default_key) {
-                    warn!(%problem, "default key has conflicting objects");
+        if let Some(fault) = pool.fault() {
+            match pool.reconnect(pool.generation()).await {
+                Ok(()) => {
+                    backoff = RECONNECT_BACKOFF_MIN;
+                    read_now = true;
                 }
-                snapshot.active(default_key).is_some() && snapshot.conflict(default_key).is_none()
+                Err(error) => debug!(%error, previous = %fault, "the token is still unavailable"),
             }
-            Err(error) => {
-                warn!(%error, "re-reading keys from the token failed");
-                false
-            }
-        };
+        }
+        let mut read_failed = false;
+        if read_now
+            && pool.fault().is_none()
+            && let Err(error) = signer.refresh().await
+        {
+            warn!(%error, "re-reading keys from the token failed");
+            read_failed = true;
+        }
+        let fault = pool.fault();
+        let snapshot = signer.snapshot();
+        let default_key = &config.default_key;
+        if let Some(problem) = snapshot.conflict(default_key) {
+            warn!(%problem, "default key has conflicting objects");
+        }
+        let ready = fault.is_none()
+            && !read_failed
+            && snapshot.active(default_key).is_some()
+            && snapshot.conflict(default_key).is_none();
         if ready != was_ready {
             readiness.keys.store(ready, Ordering::Release);
             readiness.publish(&health).await;
             metrics.token_ready.set(i64::from(ready));
-            if ready {
-                info!(key_name = %config.default_key, "default key found; serving");
-            } else {
-                warn!(key_name = %config.default_key, "default key has no active version; not serving");
+            match (&fault, ready) {
+                (_, true) => info!(key_name = %default_key, "default key found; serving"),
+                (Some(fault), false) => warn!(%fault, "the token is unavailable; not serving"),
+                (None, false) => {
+                    warn!(key_name = %default_key, "default key has no active version; not serving");
+                }
             }
             was_ready = ready;
         }
-        let wait = if ready {
+        let wait = if fault.is_some() {
+            let wait = backoff;
+            backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+            wait
+        } else if ready {
             config.refresh_interval
         } else {
             MISSING_KEY_RETRY
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+        link.borrow_and_update();
+        snapshots.borrow_and_update();
+        read_now = tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            // A request saw the connection fail or come back, or re-read
+            // the keys: evaluate again now, without another read.
+            Ok(()) = link.changed() => false,
+            Ok(()) = snapshots.changed() => false,
             _ = stop.wait_for(|stopped| *stopped) => return,
-        }
+        };
     }
 }
 
@@ -741,15 +775,15 @@ async fn set_health(health: &HealthReporter, ready: bool) {
 
 /// Runs the rotation schedule and destroys expired versions, once.
 async fn run_rotation(config: &Config, signer: &Signer) -> Result<(), HsmError> {
-    let token = Arc::clone(signer.pool().token());
     let policies = config.keys.clone();
-    tokio::task::spawn_blocking(move || {
-        let now = SystemTime::now();
-        keys::rotate(&token, &policies, RotateMode::Scheduled, now)?;
-        keys::destroy_expired(&token, &policies, now)
-    })
-    .await
-    .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+    signer
+        .pool()
+        .run_with_token(move |token| {
+            let now = SystemTime::now();
+            keys::rotate(token, &policies, RotateMode::Scheduled, now)?;
+            keys::destroy_expired(token, &policies, now)
+        })
+        .await?;
     Ok(())
 }
 

@@ -347,13 +347,22 @@ pub fn report_hsm(error: &HsmError) -> ExitCode {
     ExitCode::from(hsm_exit_code(error))
 }
 
-/// Returns the exit code for an HSM error: a wrong module path or selector is a
-/// configuration problem, anything else means the token is unavailable.
+/// Returns the exit code for an HSM error: a wrong module path, token
+/// selector, PIN or SoftHSM configuration is a configuration problem
+/// (64); anything else means that the token is unavailable (69).
 pub fn hsm_exit_code(error: &HsmError) -> u8 {
     match error {
         HsmError::ModuleMissing { .. }
         | HsmError::ModuleLoad { .. }
-        | HsmError::TokenAmbiguous { .. } => EXIT_CONFIG,
+        | HsmError::TokenAmbiguous { .. }
+        | HsmError::PinIncorrect { .. }
+        | HsmError::Initialize {
+            misconfigured: true,
+            ..
+        } => EXIT_CONFIG,
+        // A wrong label or serial is a configuration mistake when other
+        // tokens are present; with none present, the token is missing.
+        HsmError::TokenNotFound { available, .. } if !available.is_empty() => EXIT_CONFIG,
         HsmError::ConcurrentChange { .. } => EXIT_RETRY,
         _ => EXIT_UNAVAILABLE,
     }

@@ -31,6 +31,10 @@ impl From<SignError> for Status {
             SignError::SelfCheckFailed { .. } => {
                 Status::internal("the token produced an invalid signature; it was discarded")
             }
+            // Readiness already reports the outage, once.
+            SignError::Hsm(HsmError::Disconnected { .. }) => {
+                Status::unavailable("the signing token is unavailable; retry later")
+            }
             SignError::Hsm(hsm) => {
                 error!(error = %hsm, "signing failed in the token");
                 if hsm.is_token_unavailable() {

@@ -69,6 +69,31 @@ pub enum HsmError {
         /// The defect found.
         reason: String,
     },
+    /// The token does not offer a mechanism that a configured key needs.
+    #[error(
+        "the token does not offer {mechanism}, which key \"{key}\" ({algorithm}) needs; \
+         choose another algorithm for keys.{key}, or use a token that offers it"
+    )]
+    MechanismMissing {
+        /// The missing mechanism.
+        mechanism: String,
+        /// The key name that needs it.
+        key: String,
+        /// The key's algorithm.
+        algorithm: &'static str,
+    },
+    /// `C_Initialize` failed, with what could be found out about why.
+    #[error("C_Initialize failed: {}{}", rv_name(.source), .hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default())]
+    Initialize {
+        /// The error from the binding.
+        #[source]
+        source: CkError,
+        /// What was found wrong with the module's own configuration.
+        hint: Option<String>,
+        /// Whether the hint names a configuration mistake, rather than a
+        /// missing or unreadable token.
+        misconfigured: bool,
+    },
     /// A lookup found no object where one must exist.
     #[error("no {what} in the token")]
     NotFound {
@@ -99,6 +124,21 @@ pub enum HsmError {
         #[source]
         source: CkError,
     },
+    /// The token cannot be used right now; the service keeps trying to
+    /// reconnect.
+    #[error("the token is unavailable ({reason}); reconnecting")]
+    Disconnected {
+        /// The last error from opening the token.
+        reason: String,
+    },
+    /// Work carried object handles from an earlier connection to the token.
+    #[error("object handles from connection {expected} used on connection {current}")]
+    StaleGeneration {
+        /// The connection the handles came from.
+        expected: u64,
+        /// The current connection.
+        current: u64,
+    },
     /// A lock was poisoned by a panic on another thread.
     #[error("internal lock poisoned")]
     Poisoned,
@@ -128,31 +168,59 @@ impl HsmError {
     /// object was destroyed or the token was replaced. A fresh lookup may
     /// find the object again under a new handle.
     pub fn is_stale_handle(&self) -> bool {
-        matches!(
-            self.rv(),
-            Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
-        )
+        matches!(self, Self::StaleGeneration { .. })
+            || matches!(
+                self.rv(),
+                Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+            )
+    }
+
+    /// What it takes to retry the failed call with a chance of success.
+    pub fn recovery(&self) -> Recovery {
+        if self.is_stale_handle() {
+            return Recovery::Lookup;
+        }
+        match self.rv() {
+            Some(
+                RvError::SessionHandleInvalid | RvError::SessionClosed | RvError::OperationActive,
+            ) => Recovery::Retry,
+            Some(RvError::UserNotLoggedIn) => Recovery::Relogin,
+            Some(
+                RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::DeviceMemory
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::CryptokiNotInitialized
+                | RvError::SessionCount,
+            ) => Recovery::Reconnect,
+            _ => Recovery::None,
+        }
     }
 
     /// Returns whether the token itself is gone or unusable, as opposed to a
     /// problem with one request.
     pub fn is_token_unavailable(&self) -> bool {
-        self.is_stale_handle()
-            || matches!(
-                self.rv(),
-                Some(
-                    RvError::DeviceError
-                        | RvError::DeviceRemoved
-                        | RvError::DeviceMemory
-                        | RvError::TokenNotPresent
-                        | RvError::TokenNotRecognized
-                        | RvError::SessionClosed
-                        | RvError::SessionHandleInvalid
-                        | RvError::UserNotLoggedIn
-                        | RvError::CryptokiNotInitialized
-                )
-            )
+        matches!(self, Self::Disconnected { .. }) || self.recovery() != Recovery::None
     }
+}
+
+/// How to recover from a failed PKCS#11 call before retrying it once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Retrying cannot help: the request itself, or the token's answer to
+    /// it, is the problem.
+    None,
+    /// The session broke; the pool has closed it, and a retry gets a fresh
+    /// one.
+    Retry,
+    /// An object handle is stale; read the token's objects again.
+    Lookup,
+    /// The login was lost; log in again, then read the objects again.
+    Relogin,
+    /// The token or the module failed; finalize, initialize and log in
+    /// again, then read the objects again.
+    Reconnect,
 }
 
 fn rv_name(error: &CkError) -> String {

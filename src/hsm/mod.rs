@@ -8,20 +8,22 @@
 mod error;
 pub mod objects;
 mod pool;
+mod softhsm;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::{HsmConfig, TokenSelector};
 
-pub use error::HsmError;
-pub use pool::{PooledSession, SessionPool};
+pub use error::{HsmError, Recovery};
+pub use pool::{LinkStatus, PooledSession, SessionPool};
 
 /// Sets the environment variables that a PKCS#11 module reads when it loads,
 /// such as `SOFTHSM2_CONF`.
@@ -76,7 +78,14 @@ impl Token {
         })?;
         match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(source) => return Err(HsmError::pkcs11("C_Initialize", source)),
+            Err(source) => {
+                let diagnosis = softhsm::diagnose(&config.module);
+                return Err(HsmError::Initialize {
+                    source,
+                    misconfigured: diagnosis.as_ref().is_some_and(|d| d.in_configuration),
+                    hint: diagnosis.map(|d| d.message),
+                });
+            }
         }
 
         let (slot, label, serial) = find_token(&context, &config.token)?;
@@ -120,6 +129,34 @@ impl Token {
             Access::ReadWrite => self.context.open_rw_session(self.slot),
         };
         opened.map_err(|e| HsmError::pkcs11("C_OpenSession", e))
+    }
+
+    /// Returns whether the token's slot offers `mechanism`.
+    pub fn offers(&self, mechanism: MechanismType) -> Result<bool, HsmError> {
+        match self.context.get_mechanism_info(self.slot, mechanism) {
+            Ok(_) => Ok(true),
+            Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => Ok(false),
+            Err(error) => Err(HsmError::pkcs11("C_GetMechanismInfo", error)),
+        }
+    }
+
+    /// Closes the login session and finalizes the module, so that a later
+    /// [`Token::open`] initializes it afresh and reads the token again.
+    /// Errors are ignored: the token may already be gone.
+    pub fn close(self) {
+        let Self {
+            context,
+            login_session,
+            label,
+            ..
+        } = self;
+        match login_session.into_inner() {
+            Ok(session) => drop(session),
+            Err(poisoned) => drop(poisoned.into_inner()),
+        }
+        if let Err(error) = context.finalize() {
+            debug!(%error, token.label = %label, "finalizing the module failed");
+        }
     }
 
     /// Runs `work` on the session that keeps the login open. Used for rare

@@ -1,45 +1,111 @@
-//! A fixed-size pool of PKCS#11 sessions for signing.
+//! A fixed-size pool of PKCS#11 sessions, and the token connection under
+//! it, which the pool rebuilds when the token fails.
 //!
 //! A `cryptoki::Session` is `Send` but not `Sync`, and a PKCS#11 session runs
 //! one operation at a time. The pool hands each request a session of its own
 //! and runs the blocking call on tokio's blocking threads. The session goes
 //! back to the pool when its guard drops, which happens on the blocking
 //! thread after the call has returned, so a client that cancels its request
-//! can never put back a session whose operation is still running.
+//! can never put back a session whose operation is still running. A session
+//! whose call failed is closed rather than put back, because a failed
+//! operation may leave it in a state that the next caller would inherit.
+//!
+//! # Generations
+//!
+//! Every connection to the token has a generation number. Object handles
+//! are only meaningful within the connection that found them, so callers
+//! that cache handles pass their generation to [`SessionPool::run_at`],
+//! which refuses work from an older generation instead of using its
+//! handles on a newer connection, where the same numbers may name other
+//! objects.
+//!
+//! # Reconnecting
+//!
+//! [`SessionPool::reconnect`] first takes every session permit, so that no
+//! call is in flight, then closes the sessions, finalizes the module and
+//! opens it again. A module such as SoftHSM reads its token only when it is
+//! initialized, so this is the only way to see a token that came back. While
+//! the token cannot be opened the pool is disconnected: work fails at once
+//! with [`HsmError::Disconnected`], and the owner retries the connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use cryptoki::session::Session;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::warn;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::session::{Session, UserType};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{debug, info, warn};
 
-use super::{Access, HsmError, Token};
+use super::{Access, HsmError, Recovery, Token};
+use crate::config::HsmConfig;
+
+/// Longest wait for in-flight calls to return before a reconnection. A
+/// call that takes longer is stuck in the module, and finalizing the module
+/// under it is unsafe, so the reconnection fails and is retried later.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The state of the token connection, as watchers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// The generation of the current connection.
+    pub generation: u64,
+    /// Why the token cannot be used, while it cannot.
+    pub fault: Option<String>,
+}
 
 /// A pool of read-only sessions on one token.
 pub struct SessionPool {
-    token: Arc<Token>,
-    idle: Mutex<Vec<Session>>,
+    config: HsmConfig,
+    link: Mutex<Link>,
     permits: Arc<Semaphore>,
     size: usize,
+    /// Serializes reconnections and re-logins.
+    recovering: tokio::sync::Mutex<()>,
+    status: watch::Sender<LinkStatus>,
+    reconnects: AtomicU64,
+}
+
+/// The current connection, or the reason there is none.
+struct Link {
+    token: Option<Arc<Token>>,
+    idle: Vec<Session>,
+    generation: u64,
 }
 
 impl SessionPool {
-    /// Opens `size` sessions on `token`.
-    pub fn open(token: Arc<Token>, size: usize) -> Result<Arc<Self>, HsmError> {
-        let sessions = (0..size)
-            .map(|_| token.open_session(Access::ReadOnly))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Arc::new(Self {
-            token,
-            idle: Mutex::new(sessions),
-            permits: Arc::new(Semaphore::new(size)),
-            size,
-        }))
+    /// Opens the token that `config` names and `size` sessions on it.
+    ///
+    /// Blocks: call it from a blocking thread.
+    pub fn open(config: &HsmConfig, size: usize) -> Result<Arc<Self>, HsmError> {
+        let token = Token::open(config)?;
+        Self::with_token(config, token, size)
     }
 
-    /// The token that the sessions belong to.
-    pub fn token(&self) -> &Arc<Token> {
-        &self.token
+    /// Opens `size` sessions on `token`, which was opened from `config`.
+    pub fn with_token(
+        config: &HsmConfig,
+        token: Token,
+        size: usize,
+    ) -> Result<Arc<Self>, HsmError> {
+        let idle = open_sessions(&token, size)?;
+        let (status, _) = watch::channel(LinkStatus {
+            generation: 1,
+            fault: None,
+        });
+        Ok(Arc::new(Self {
+            config: config.clone(),
+            link: Mutex::new(Link {
+                token: Some(Arc::new(token)),
+                idle,
+                generation: 1,
+            }),
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+            recovering: tokio::sync::Mutex::new(()),
+            status,
+            reconnects: AtomicU64::new(0),
+        }))
     }
 
     /// The number of sessions in the pool.
@@ -52,55 +118,329 @@ impl SessionPool {
         self.permits.available_permits()
     }
 
-    /// Waits for a free session and runs `work` with it on a blocking thread.
-    ///
-    /// A session whose call failed because the session or token broke is
-    /// closed instead of returned, and a fresh one replaces it on next use.
-    pub async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<T, HsmError>
+    /// The generation of the current connection.
+    pub fn generation(&self) -> u64 {
+        self.status.borrow().generation
+    }
+
+    /// Why the token cannot be used, or `None` while it can.
+    pub fn fault(&self) -> Option<String> {
+        self.status.borrow().fault.clone()
+    }
+
+    /// Watches the connection's generation and fault.
+    pub fn subscribe(&self) -> watch::Receiver<LinkStatus> {
+        self.status.subscribe()
+    }
+
+    /// How many reconnections have succeeded since the pool opened.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a free session and runs `work` with it on a blocking
+    /// thread. Returns the generation of the connection it ran on.
+    pub async fn run<T, F>(self: &Arc<Self>, work: F) -> Result<(T, u64), HsmError>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
     {
+        self.run_inner(None, work).await
+    }
+
+    /// Like [`SessionPool::run`], but only on the connection of
+    /// `generation`: work that uses object handles found on an earlier
+    /// connection fails with [`HsmError::StaleGeneration`] instead.
+    pub async fn run_at<T, F>(self: &Arc<Self>, generation: u64, work: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
+    {
+        self.run_inner(Some(generation), work)
+            .await
+            .map(|(value, _)| value)
+    }
+
+    async fn run_inner<T, F>(
+        self: &Arc<Self>,
+        generation: Option<u64>,
+        work: F,
+    ) -> Result<(T, u64), HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
+    {
+        // Fail fast while disconnected, rather than queue for a session
+        // that cannot exist.
+        if let Some(fault) = self.fault() {
+            return Err(HsmError::Disconnected { reason: fault });
+        }
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| HsmError::TaskFailed("session pool closed".into()))?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let lent = PooledSession::take(pool, permit)?;
+            let lent = PooledSession::take(pool, permit, generation)?;
             let result = work(lent.session());
-            if let Err(error) = &result
-                && error.is_token_unavailable()
-            {
+            let generation = lent.generation;
+            if result.is_err() {
                 lent.discard();
             }
-            result
+            result.map(|value| (value, generation))
         })
         .await
         .map_err(|e| HsmError::TaskFailed(e.to_string()))?
     }
+
+    /// Runs `work` with the token itself, for rare administrative work such
+    /// as rotation, while holding one session permit so that a
+    /// reconnection waits for it.
+    pub async fn run_with_token<T, F>(self: &Arc<Self>, work: F) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Token) -> Result<T, HsmError> + Send + 'static,
+    {
+        if let Some(fault) = self.fault() {
+            return Err(HsmError::Disconnected { reason: fault });
+        }
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| HsmError::TaskFailed("session pool closed".into()))?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let token = pool
+                .lock_link()?
+                .token
+                .clone()
+                .ok_or_else(|| pool.disconnected())?;
+            work(&token)
+        })
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))?
+    }
+
+    /// Recovers from `error`, which work on the connection of `generation`
+    /// returned, as its [`Recovery`] class says: logs in again, or
+    /// reconnects. Several callers that saw the same failure cause one
+    /// recovery: a caller whose generation is already out of date returns
+    /// at once.
+    pub async fn recover(
+        self: &Arc<Self>,
+        error: &HsmError,
+        generation: u64,
+    ) -> Result<(), HsmError> {
+        match error.recovery() {
+            Recovery::Relogin => {
+                let _guard = self.recovering.lock().await;
+                if self.generation() != generation {
+                    return self.connected();
+                }
+                match self.relogin().await {
+                    Ok(()) => Ok(()),
+                    Err(relogin) => {
+                        warn!(error = %relogin, "logging in again failed; reconnecting to the token");
+                        self.reconnect_locked().await
+                    }
+                }
+            }
+            Recovery::Reconnect => self.reconnect(generation).await,
+            Recovery::None | Recovery::Retry | Recovery::Lookup => self.connected(),
+        }
+    }
+
+    /// Closes the connection of `generation` and opens the token again,
+    /// unless another caller already replaced that connection.
+    pub async fn reconnect(self: &Arc<Self>, generation: u64) -> Result<(), HsmError> {
+        let _guard = self.recovering.lock().await;
+        if self.generation() != generation && self.fault().is_none() {
+            return Ok(());
+        }
+        self.reconnect_locked().await
+    }
+
+    /// Reconnects; the caller holds `recovering`.
+    async fn reconnect_locked(self: &Arc<Self>) -> Result<(), HsmError> {
+        let size = u32::try_from(self.size).unwrap_or(u32::MAX);
+        let permits = Arc::clone(&self.permits);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many_owned(size))
+            .await
+            .map_err(|_| {
+                HsmError::TaskFailed(format!(
+                    "PKCS#11 calls still running after {}s; not reconnecting under them",
+                    DRAIN_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|_| HsmError::TaskFailed("session pool closed".into()))?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _drained = drained;
+            pool.replace_connection()
+        })
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))?
+    }
+
+    /// Closes the current connection and opens a new one. Every permit is
+    /// held, so no session is lent out.
+    fn replace_connection(&self) -> Result<(), HsmError> {
+        let mut link = self.lock_link()?;
+        let old = link.token.take();
+        let sessions = std::mem::take(&mut link.idle);
+        let generation = link.generation + 1;
+        link.generation = generation;
+        drop(link);
+
+        for session in sessions {
+            // The token may be gone; a failed close loses nothing.
+            let _ = session.close();
+        }
+        if let Some(token) = old {
+            match Arc::try_unwrap(token) {
+                Ok(token) => token.close(),
+                // Finalizing under another user of the context would break
+                // it, and initializing again without finalizing would not
+                // reread the token.
+                Err(_) => warn!("the token is still in use; opening it without finalizing"),
+            }
+        }
+
+        let opened = Token::open(&self.config).and_then(|token| {
+            let sessions = open_sessions(&token, self.size)?;
+            Ok((token, sessions))
+        });
+        let mut link = self.lock_link()?;
+        match opened {
+            Ok((token, sessions)) => {
+                link.token = Some(Arc::new(token));
+                link.idle = sessions;
+                drop(link);
+                self.reconnects.fetch_add(1, Ordering::Relaxed);
+                info!(generation, "reconnected to the token");
+                self.status.send_replace(LinkStatus {
+                    generation,
+                    fault: None,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                drop(link);
+                // The owner retries with backoff; only the first failure
+                // of an outage is worth a warning.
+                if self.fault().is_none() {
+                    warn!(%error, "cannot open the token; signing fails until it can");
+                } else {
+                    debug!(%error, "the token still cannot be opened");
+                }
+                self.status.send_replace(LinkStatus {
+                    generation,
+                    fault: Some(error.to_string()),
+                });
+                Err(HsmError::Disconnected {
+                    reason: error.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Logs in again on the connection's login session. Object handles may
+    /// not survive a lost login, so the generation moves on.
+    async fn relogin(self: &Arc<Self>) -> Result<(), HsmError> {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let token = pool
+                .lock_link()?
+                .token
+                .clone()
+                .ok_or_else(|| pool.disconnected())?;
+            token.with_admin_session(|session| {
+                match session.login(UserType::User, Some(&pool.config.pin.to_auth_pin())) {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+                    Err(error) => Err(HsmError::pkcs11("C_Login", error)),
+                }
+            })?;
+            let mut link = pool.lock_link()?;
+            link.generation += 1;
+            let generation = link.generation;
+            drop(link);
+            info!(generation, "logged in to the token again");
+            pool.status.send_replace(LinkStatus {
+                generation,
+                fault: None,
+            });
+            Ok(())
+        })
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))?
+    }
+
+    fn connected(&self) -> Result<(), HsmError> {
+        match self.fault() {
+            Some(reason) => Err(HsmError::Disconnected { reason }),
+            None => Ok(()),
+        }
+    }
+
+    fn disconnected(&self) -> HsmError {
+        HsmError::Disconnected {
+            reason: self
+                .fault()
+                .unwrap_or_else(|| "the token is not connected".into()),
+        }
+    }
+
+    fn lock_link(&self) -> Result<std::sync::MutexGuard<'_, Link>, HsmError> {
+        self.link.lock().map_err(|_| HsmError::Poisoned)
+    }
+}
+
+fn open_sessions(token: &Token, size: usize) -> Result<Vec<Session>, HsmError> {
+    (0..size)
+        .map(|_| token.open_session(Access::ReadOnly))
+        .collect()
 }
 
 /// A session lent out by the pool, with the permit that reserves it.
-/// Dropping it returns the session to the pool.
+/// Dropping it returns the session to the pool, unless the connection was
+/// replaced in the meantime.
 pub struct PooledSession {
     pool: Arc<SessionPool>,
     session: Option<Session>,
+    generation: u64,
     _permit: OwnedSemaphorePermit,
 }
 
 impl PooledSession {
-    fn take(pool: Arc<SessionPool>, permit: OwnedSemaphorePermit) -> Result<Self, HsmError> {
-        let idle = pool.idle.lock().map_err(|_| HsmError::Poisoned)?.pop();
+    fn take(
+        pool: Arc<SessionPool>,
+        permit: OwnedSemaphorePermit,
+        expected: Option<u64>,
+    ) -> Result<Self, HsmError> {
+        let (idle, token, generation) = {
+            let mut link = pool.lock_link()?;
+            if let Some(expected) = expected
+                && expected != link.generation
+            {
+                return Err(HsmError::StaleGeneration {
+                    expected,
+                    current: link.generation,
+                });
+            }
+            (link.idle.pop(), link.token.clone(), link.generation)
+        };
         // The permit guarantees a slot, but a discarded session leaves the
         // slot empty until it is reopened here.
-        let session = match idle {
-            Some(session) => session,
-            None => pool.token.open_session(Access::ReadOnly)?,
+        let session = match (idle, token) {
+            (Some(session), _) => session,
+            (None, Some(token)) => token.open_session(Access::ReadOnly)?,
+            (None, None) => return Err(pool.disconnected()),
         };
         Ok(Self {
             pool,
             session: Some(session),
+            generation,
             _permit: permit,
         })
     }
@@ -128,8 +468,11 @@ impl Drop for PooledSession {
         let Some(session) = self.session.take() else {
             return;
         };
-        match self.pool.idle.lock() {
-            Ok(mut idle) => idle.push(session),
+        match self.pool.link.lock() {
+            Ok(mut link) if link.generation == self.generation => link.idle.push(session),
+            // The connection was replaced while this session was out; it
+            // belongs to the old one.
+            Ok(_) => drop(session),
             Err(_) => warn!("session pool lock poisoned; dropping a session"),
         }
     }

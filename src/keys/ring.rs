@@ -1,7 +1,7 @@
 //! The key versions read from the token, with their rotation metadata.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cryptoki::object::ObjectHandle;
@@ -109,6 +109,8 @@ pub struct Snapshot {
     problems: Vec<String>,
     /// Names with two objects for one version, which must not sign.
     conflicts: BTreeMap<KeyName, String>,
+    /// The token connection that the object handles belong to.
+    generation: u64,
 }
 
 impl Snapshot {
@@ -163,6 +165,31 @@ impl Snapshot {
         snapshot
     }
 
+    /// Records the token connection that the listing was read on.
+    pub fn with_generation(mut self, generation: u64) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The token connection that the object handles belong to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Key IDs of the versions that were ACTIVE in `previous` and are
+    /// missing from this read altogether. Versions are destroyed only
+    /// after they retire, so such a gap means that the token lost objects,
+    /// not that the key lifecycle removed them.
+    pub fn vanished_active(&self, previous: &Snapshot) -> Vec<String> {
+        previous
+            .active
+            .values()
+            .flatten()
+            .filter(|old| self.by_key_id(&old.key_id).is_none())
+            .map(|old| old.key_id.clone())
+            .collect()
+    }
+
     /// Fills in each version's previous and next key IDs.
     fn link_neighbours(&mut self) {
         let ids: Vec<(KeyName, String)> = self
@@ -199,6 +226,10 @@ impl Snapshot {
     /// never carried over.
     pub fn carry_over_retired(&mut self, previous: &Snapshot) -> Vec<KeyName> {
         let mut carried = Vec::new();
+        // Handles from another connection to the token mean nothing here.
+        if previous.generation != self.generation {
+            return carried;
+        }
         for (name, versions) in &previous.active {
             let Some(old) = versions.first() else {
                 continue;
@@ -340,19 +371,25 @@ fn version_from_pair(
 }
 
 /// The current snapshot, replaced whole on every refresh so that a request
-/// uses one consistent read of the token.
-#[derive(Debug, Default)]
+/// uses one consistent read of the token. Watchers learn of each
+/// replacement.
+#[derive(Debug)]
 pub struct KeyRing {
-    current: RwLock<Arc<Snapshot>>,
+    current: tokio::sync::watch::Sender<Arc<Snapshot>>,
+}
+
+impl Default for KeyRing {
+    fn default() -> Self {
+        Self {
+            current: tokio::sync::watch::Sender::new(Arc::default()),
+        }
+    }
 }
 
 impl KeyRing {
     /// Returns the current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        match self.current.read() {
-            Ok(guard) => Arc::clone(&guard),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        Arc::clone(&self.current.borrow())
     }
 
     /// Replaces the snapshot and logs each unusable object.
@@ -361,11 +398,13 @@ impl KeyRing {
             warn!(%problem, "unusable key object in token");
         }
         let snapshot = Arc::new(snapshot);
-        match self.current.write() {
-            Ok(mut guard) => *guard = Arc::clone(&snapshot),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&snapshot),
-        }
+        self.current.send_replace(Arc::clone(&snapshot));
         snapshot
+    }
+
+    /// Watches the snapshot.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.current.subscribe()
     }
 }
 

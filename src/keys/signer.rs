@@ -34,7 +34,7 @@ fn same_pairs(a: &[objects::KeyPair], b: &[objects::KeyPair]) -> bool {
 /// Shortest interval between two token re-reads caused by failed lookups.
 pub const MIN_LOOKUP_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::config::KeyPolicy;
-use crate::hsm::{HsmError, SessionPool, objects};
+use crate::hsm::{HsmError, Recovery, SessionPool, objects};
 use crate::metrics::Metrics;
 
 /// A failure to produce a checked signature.
@@ -135,6 +135,11 @@ impl Signer {
         &self.pool
     }
 
+    /// Watches the key versions: every refresh sends a new snapshot.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.ring.subscribe()
+    }
+
     /// Returns the key versions from the most recent refresh.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.ring.snapshot()
@@ -155,21 +160,20 @@ impl Signer {
     /// the new version still pending and the old one already retired. Such
     /// a torn read would leave a name without a signing version. Two equal
     /// reads mean that no change overlapped the second one.
+    ///
+    /// A read that no longer finds a version that was active means that
+    /// the token lost objects: SoftHSM, for one, drops every object when
+    /// its token directory disappears. The pool then reconnects, which
+    /// reads the token from scratch, and the read is repeated once.
     async fn read_token(&self) -> Result<Arc<Snapshot>, HsmError> {
-        let mut previous = self.read_pairs().await;
-        let mut attempts = 1;
-        let pairs = loop {
-            let current = self.read_pairs().await;
-            attempts += 1;
-            match (&previous, current) {
-                (Ok(before), Ok(now)) if same_objects(before, &now) => break now,
-                (_, current) if attempts >= MAX_TOKEN_READS => break current?,
-                (_, current) => previous = current,
-            }
-            tokio::time::sleep(TOKEN_REREAD_DELAY).await;
-        };
-        let mut snapshot = Snapshot::from_listing(pairs, &self.policies);
         let previous = self.ring.snapshot();
+        let mut snapshot = self.read_agreed().await?;
+        let vanished = snapshot.vanished_active(&previous);
+        if !vanished.is_empty() && snapshot.generation() == previous.generation() {
+            warn!(key_ids = ?vanished, "active key versions vanished from the token; reconnecting");
+            self.pool.reconnect(snapshot.generation()).await?;
+            snapshot = self.read_agreed().await?;
+        }
         for name in snapshot.carry_over_retired(&previous) {
             debug!(key_name = %name, "successor of the retired version not visible yet");
         }
@@ -177,16 +181,37 @@ impl Signer {
         Ok(self.ring.replace(snapshot))
     }
 
+    /// Reads the token until two reads in a row, on one connection, agree.
+    async fn read_agreed(&self) -> Result<Snapshot, HsmError> {
+        let mut previous = self.read_pairs().await;
+        let mut attempts = 1;
+        let (pairs, generation) = loop {
+            let current = self.read_pairs().await;
+            attempts += 1;
+            match (&previous, current) {
+                (Ok((before, was)), Ok((now, generation)))
+                    if *was == generation && same_objects(before, &now) =>
+                {
+                    break (now, generation);
+                }
+                (_, current) if attempts >= MAX_TOKEN_READS => break current?,
+                (_, current) => previous = current,
+            }
+            tokio::time::sleep(TOKEN_REREAD_DELAY).await;
+        };
+        Ok(Snapshot::from_listing(pairs, &self.policies).with_generation(generation))
+    }
+
     /// Reads the Hallmark key pairs, ordered by private key handle so that
-    /// two reads compare item by item.
-    async fn read_pairs(&self) -> Result<objects::Listing, HsmError> {
-        let mut listing = self
+    /// two reads compare item by item, with the connection they were read on.
+    async fn read_pairs(&self) -> Result<(objects::Listing, u64), HsmError> {
+        let (mut listing, generation) = self
             .pool
             .run(|session| objects::list_pairs_with_problems(session, label_prefix()))
             .await?;
         listing.pairs.sort_by_key(|pair| pair.private.handle());
         listing.problems.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(listing)
+        Ok((listing, generation))
     }
 
     /// Re-reads the token after a failed lookup, unless another request did
@@ -239,12 +264,21 @@ impl Signer {
         }
     }
 
-    /// Returns the version that signs for `name`, re-reading the token once
-    /// if the current snapshot has none.
-    async fn active_version(&self, name: &KeyName) -> Result<Arc<KeyVersion>, SignError> {
+    /// Returns the version that signs for `name` and the connection its
+    /// handle belongs to. Re-reads the token first if the snapshot is from
+    /// an earlier connection, and once more if it has no version for
+    /// `name`.
+    async fn active_version(&self, name: &KeyName) -> Result<(Arc<KeyVersion>, u64), SignError> {
         let mut snapshot = self.ring.snapshot();
+        if snapshot.generation() != self.pool.generation() && self.pool.fault().is_none() {
+            self.refresh_if_current(&snapshot).await;
+            snapshot = self.ring.snapshot();
+        }
         if snapshot.active(name).is_none() {
             snapshot = self.refresh_after_miss().await;
+        }
+        if let Some(fault) = self.pool.fault() {
+            return Err(SignError::Hsm(HsmError::Disconnected { reason: fault }));
         }
         if let Some(problem) = snapshot.conflict(name) {
             return Err(SignError::Conflict {
@@ -253,7 +287,7 @@ impl Signer {
         }
         snapshot
             .active(name)
-            .cloned()
+            .map(|version| (Arc::clone(version), snapshot.generation()))
             .ok_or_else(|| SignError::NoActiveVersion { name: name.clone() })
     }
 
@@ -264,33 +298,45 @@ impl Signer {
     /// mechanism would hash the digest a second time. The result is verified
     /// with the cached public key, and a signature that fails is never
     /// returned.
+    ///
+    /// A call that fails because a session, the login or the token broke
+    /// is retried once, after the pool has recovered and the key has been
+    /// looked up again.
     pub async fn sign(
         &self,
         name: &KeyName,
         digest: Vec<u8>,
         encoding: SignatureEncoding,
     ) -> Result<Signed, SignError> {
-        let key = self.active_version(name).await?;
+        let (key, generation) = self.active_version(name).await?;
         let used = self.ring.snapshot();
-        match self.sign_with(name, key, digest.clone(), encoding).await {
-            Err(SignError::Hsm(error)) if error.is_stale_handle() => {
-                // Another process changed or destroyed the object since the
-                // last read; SoftHSM, for one, gives an object a new handle
-                // when another process relabels it. Read again and retry
-                // once with fresh handles.
-                warn!(%error, key_name = %name, "stale key handle; re-reading the token");
+        let error = match self
+            .sign_with(name, key, generation, digest.clone(), encoding)
+            .await
+        {
+            Err(SignError::Hsm(error)) if error.recovery() != Recovery::None => error,
+            other => return other,
+        };
+        let recovery = error.recovery();
+        warn!(%error, key_name = %name, ?recovery, "signing failed; recovering and retrying once");
+        match recovery {
+            Recovery::None | Recovery::Retry => {}
+            Recovery::Lookup => self.refresh_if_current(&used).await,
+            Recovery::Relogin | Recovery::Reconnect => {
+                self.pool.recover(&error, generation).await?;
                 self.refresh_if_current(&used).await;
-                let key = self.active_version(name).await?;
-                self.sign_with(name, key, digest, encoding).await
             }
-            other => other,
         }
+        let (key, generation) = self.active_version(name).await?;
+        self.sign_with(name, key, generation, digest, encoding)
+            .await
     }
 
     async fn sign_with(
         &self,
         name: &KeyName,
         key: Arc<KeyVersion>,
+        generation: u64,
         digest: Vec<u8>,
         encoding: SignatureEncoding,
     ) -> Result<Signed, SignError> {
@@ -319,7 +365,7 @@ impl Signer {
         let started = Instant::now();
         let raw = self
             .pool
-            .run(move |session| {
+            .run_at(generation, move |session| {
                 let mechanism = algorithm::mechanism(algorithm, salt_len)
                     .map_err(|e| HsmError::TaskFailed(e.to_string()))?;
                 session
