@@ -231,6 +231,9 @@ pub struct Config {
     pub default_key: KeyName,
     /// Interval between re-reads of the token's key objects.
     pub refresh_interval: Duration,
+    /// Whether the service starts, not serving, when the default key has no
+    /// active version, instead of exiting.
+    pub wait_for_default_key: bool,
     /// Policy of every configured key name. Requests may only use these names.
     pub keys: BTreeMap<KeyName, KeyPolicy>,
     /// Whether this instance rotates keys on schedule. With several
@@ -379,6 +382,7 @@ struct RawHsm {
 struct RawSigning {
     default_key: Option<String>,
     refresh_interval: Option<String>,
+    wait_for_default_key: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -541,6 +545,7 @@ impl<'a> Builder<'a> {
                 ));
             }
         }
+        let wait_for_default_key = raw.signing.wait_for_default_key.unwrap_or(false);
         let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
         let rotation_check_interval = match raw.rotation.check_interval {
             None => DEFAULT_ROTATION_CHECK_INTERVAL,
@@ -600,6 +605,7 @@ impl<'a> Builder<'a> {
                 hsm,
                 default_key,
                 refresh_interval,
+                wait_for_default_key,
                 keys,
                 rotation_enabled,
                 rotation_check_interval,

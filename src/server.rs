@@ -257,6 +257,25 @@ pub async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeErr
     if !problems.is_empty() {
         return Err(ServeError::Config(problems));
     }
+    check_mechanisms(config, &signer, &snapshot).await?;
+    if snapshot.active(&config.default_key).is_none() && !config.wait_for_default_key {
+        let name = &config.default_key;
+        let mut problems = vec![format!(
+            "the default key \"{name}\" has no active version in the token; create one with \
+             `hallmark keys create --name {name}`, or set signing.wait_for_default_key = true \
+             to start without it"
+        )];
+        // Objects of the key that exist but cannot be used explain why.
+        let label = format!("name={name};");
+        problems.extend(
+            snapshot
+                .problems()
+                .iter()
+                .filter(|problem| problem.contains(&label))
+                .cloned(),
+        );
+        return Err(ServeError::Config(problems));
+    }
     log_keys(config, &snapshot);
     let audit = match config.audit.clone() {
         Some(settings) => {
@@ -277,6 +296,47 @@ pub async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeErr
         metrics,
         audit,
     })
+}
+
+/// Checks that the token offers the signing mechanism of every configured
+/// algorithm and of every active version, so that a token without one
+/// fails at start rather than at the first request.
+async fn check_mechanisms(
+    config: &Config,
+    signer: &Signer,
+    snapshot: &Snapshot,
+) -> Result<(), HsmError> {
+    let mut needed: Vec<(&KeyName, keys::algorithm::Algorithm)> = config
+        .keys
+        .iter()
+        .map(|(name, policy)| (name, policy.algorithm))
+        .collect();
+    needed.extend(
+        config
+            .keys
+            .keys()
+            .filter_map(|name| snapshot.active(name).map(|v| (name, v.algorithm))),
+    );
+    let needed: Vec<(String, keys::algorithm::Algorithm)> = needed
+        .into_iter()
+        .map(|(name, algorithm)| (name.to_string(), algorithm))
+        .collect();
+    signer
+        .pool()
+        .run_with_token(move |token| {
+            for (name, algorithm) in needed {
+                let mechanism = keys::algorithm::mechanism_type(algorithm);
+                if !token.offers(mechanism)? {
+                    return Err(HsmError::MechanismMissing {
+                        mechanism: mechanism.to_string(),
+                        key: name,
+                        algorithm: algorithm.as_str(),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
 }
 
 fn log_keys(config: &Config, snapshot: &Snapshot) {

@@ -201,7 +201,9 @@ async fn oversized_request_is_rejected() {
 #[tokio::test]
 async fn health_turns_serving_when_key_appears() {
     let token = TestToken::without_key();
-    token.append_config("");
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let config = config.replace("[signing]\n", "[signing]\nwait_for_default_key = true\n");
+    std::fs::write(token.config(), config).expect("config written");
     let server = TestServer::start(&token);
 
     assert_eq!(server.health("").await, ServingStatus::NotServing);

@@ -21,23 +21,23 @@ async fn duplicate_public_key_stops_signing() {
         String::from_utf8_lossy(&created.stderr)
     );
 
-    // Copy the public key of "default" version 1, label and ID included.
+    // Copy the public key of "other" version 1, label and ID included.
     let session = common::open_session(&token);
     let publics = session
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
         .expect("find");
-    let default_public = publics
+    let other_public = publics
         .into_iter()
         .find(|handle| {
             let attributes = session
                 .get_attributes(*handle, &[cryptoki::object::AttributeType::Label])
                 .expect("label");
             matches!(&attributes[..], [Attribute::Label(label)]
-                if String::from_utf8_lossy(label).contains("name=default;"))
+                if String::from_utf8_lossy(label).contains("name=other;"))
         })
-        .expect("default public key");
+        .expect("public key of other");
     session
-        .copy_object(default_public, &[])
+        .copy_object(other_public, &[])
         .expect("copy the public key");
     drop(session);
 
@@ -47,7 +47,7 @@ async fn duplicate_public_key_stops_signing() {
         .sign(SignRequest {
             digest: vec![1; 32],
             hash_algorithm: 0,
-            key_name: String::new(),
+            key_name: "other".into(),
             request_id: String::new(),
             signature_encoding: 0,
         })
@@ -60,18 +60,18 @@ async fn duplicate_public_key_stops_signing() {
         status.message()
     );
 
-    // The other key name still signs.
+    // The default key still signs.
     let response = client
         .sign(SignRequest {
             digest: vec![1; 32],
             hash_algorithm: 0,
-            key_name: "other".into(),
+            key_name: String::new(),
             request_id: String::new(),
             signature_encoding: 0,
         })
         .await
-        .expect("the other key signs");
-    assert_eq!(response.into_inner().key.expect("key").key_name, "other");
+        .expect("the default key signs");
+    assert_eq!(response.into_inner().key.expect("key").key_name, "default");
 
     let listed = token.hallmark(&["keys", "list", "--json"]);
     assert!(listed.status.success());
@@ -88,6 +88,10 @@ async fn duplicate_public_key_stops_signing() {
         .into_inner()
         .keys;
     let names: Vec<&str> = keys.iter().map(|k| k.key_name.as_str()).collect();
-    assert_eq!(names, vec!["other"], "the defective pair is not published");
+    assert_eq!(
+        names,
+        vec!["default"],
+        "the defective pair is not published"
+    );
     drop(server);
 }

@@ -138,6 +138,16 @@ pub fn mechanism(
     })
 }
 
+/// Returns the type of the mechanism that [`mechanism`] builds.
+pub fn mechanism_type(algorithm: Algorithm) -> MechanismType {
+    match algorithm {
+        Algorithm::RsaPssSha256 => MechanismType::RSA_PKCS_PSS,
+        Algorithm::RsaPkcs1v15Sha256 => MechanismType::RSA_PKCS,
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => MechanismType::ECDSA,
+        Algorithm::Ed25519 => MechanismType::EDDSA,
+    }
+}
+
 /// Returns the bytes to pass to `C_Sign` with [`mechanism`]: the DigestInfo of the
 /// digest for RSA PKCS#1 v1.5, whose raw mechanism only pads, and the digest
 /// itself for every other algorithm.
