@@ -5,11 +5,12 @@ mod request;
 mod status;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
-use tracing::{debug, instrument, warn};
+use tracing::{Instrument, debug, error, instrument, warn};
 
 use crate::audit::{AuditLog, HashAlgorithm, SignEvent};
 use crate::caller::{Decision, Identity, Policy};
@@ -23,6 +24,12 @@ pub use status::code_name;
 
 /// Implements `hallmark.v1.SignerService`.
 pub struct SignerApi {
+    inner: Arc<Inner>,
+}
+
+/// The service's state, shared with the task that serves each Sign
+/// request.
+struct Inner {
     signer: Arc<Signer>,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -51,13 +58,62 @@ impl SignerApi {
             }
         }
         Self {
-            pending: Semaphore::new(config.max_pending),
-            signer,
-            config,
-            metrics,
-            policy,
-            audit,
+            inner: Arc::new(Inner {
+                pending: Semaphore::new(config.max_pending),
+                signer,
+                config,
+                metrics,
+                policy,
+                audit,
+            }),
         }
+    }
+}
+
+impl Inner {
+    /// Validates, authorizes, signs and records one Sign request.
+    ///
+    /// Runs to the end even when the client goes away, so that a signature
+    /// that the token made is always recorded: as `CANCELLED`, with the
+    /// key that made it, when the client was gone before the record was
+    /// written.
+    async fn sign(
+        &self,
+        request: Request<pb::SignRequest>,
+        client_gone: &AtomicBool,
+    ) -> Result<pb::SignResponse, Status> {
+        let validated = validate_sign(request.get_ref(), &self.config);
+        // Metric labels use the configured name, or "unknown" for anything else.
+        let metric_key = match &validated {
+            Ok(params) => params.key_name.as_str().to_owned(),
+            Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
+        };
+        let mut outcome = Outcome::new(&self.metrics, metric_key);
+        let identity = Identity::of(&request);
+        let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
+        let mut caller = String::new();
+        let result = match &validated {
+            Ok(params) => {
+                let span = tracing::Span::current();
+                span.record("request_id", params.request_id.as_str());
+                span.record("key_name", params.key_name.as_str());
+                self.admit_and_sign(&identity, params, deadline, &mut caller)
+                    .await
+            }
+            Err(status) => Err(status.clone()),
+        };
+        let mut event = audit_event(request.get_ref(), &identity, &caller, &result);
+        if client_gone.load(Ordering::Acquire) {
+            event.outcome = tonic::Code::Cancelled;
+        }
+        let result = self.record(event, result).await;
+
+        outcome.code = Some(match &result {
+            _ if client_gone.load(Ordering::Acquire) => tonic::Code::Cancelled,
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        });
+        result
     }
 
     /// Records a Sign request in the audit log before its response is sent.
@@ -171,33 +227,25 @@ impl pb::signer_service_server::SignerService for SignerApi {
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let validated = validate_sign(request.get_ref(), &self.config);
-        // Metric labels use the configured name, or "unknown" for anything else.
-        let metric_key = match &validated {
-            Ok(params) => params.key_name.as_str().to_owned(),
-            Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
-        };
-        let mut outcome = Outcome::new(&self.metrics, metric_key);
-        let identity = Identity::of(&request);
-        let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
-        let mut caller = String::new();
-        let result = match &validated {
-            Ok(params) => {
-                let span = tracing::Span::current();
-                span.record("request_id", params.request_id.as_str());
-                span.record("key_name", params.key_name.as_str());
-                self.admit_and_sign(&identity, params, deadline, &mut caller)
-                    .await
+        // tonic drops this future when the client cancels or its deadline
+        // passes. The work runs in its own task, which finishes and
+        // records whatever the token did; the flag tells it that nobody
+        // is waiting for the answer.
+        let client_gone = Arc::new(AtomicBool::new(false));
+        let mut waiting = SetOnDrop(Some(Arc::clone(&client_gone)));
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(
+            async move { inner.sign(request, &client_gone).await }
+                .instrument(tracing::Span::current()),
+        );
+        let result = match task.await {
+            Ok(result) => result,
+            Err(error) => {
+                error!(%error, "the Sign task failed");
+                Err(Status::internal("the request failed inside the service"))
             }
-            Err(status) => Err(status.clone()),
         };
-        let event = audit_event(request.get_ref(), &identity, &caller, &result);
-        let result = self.record(event, result).await;
-
-        outcome.code = Some(match &result {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        });
+        waiting.0 = None;
         result.map(Response::new)
     }
 
@@ -206,7 +254,7 @@ impl pb::signer_service_server::SignerService for SignerApi {
         &self,
         _request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let snapshot = self.signer.snapshot();
+        let snapshot = self.inner.signer.snapshot();
         let keys = snapshot
             .published(SystemTime::now())
             .map(|version| key_version_message(version, true))
@@ -215,9 +263,19 @@ impl pb::signer_service_server::SignerService for SignerApi {
     }
 }
 
-/// Records a Sign request in the metrics when dropped. A request whose
-/// client went away is dropped before it has a code, and counts as
-/// `CANCELLED`.
+/// Sets its flag when dropped, unless emptied first.
+struct SetOnDrop(Option<Arc<AtomicBool>>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Records a Sign request in the metrics when dropped. A request dropped
+/// before it has a code counts as `CANCELLED`.
 struct Outcome<'a> {
     metrics: &'a Metrics,
     key_label: String,
