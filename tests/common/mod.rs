@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -334,4 +335,176 @@ pub fn open_session(token: &TestToken) -> cryptoki::session::Session {
         )
         .expect("login");
     session
+}
+
+/// Compiles the fault-injecting PKCS#11 module `tests/pkcs11-faults/faults.c`
+/// once per test binary and returns the path of the shared library.
+///
+/// Every test binary compiles its own copy under a name of its own and
+/// renames it into place, so binaries that start at the same time never
+/// load a half-written file. A process that already loaded the library
+/// keeps the old file.
+pub fn faults_module() -> &'static Path {
+    static MODULE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODULE.get_or_init(compile_faults_module)
+}
+
+fn compile_faults_module() -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pkcs11-faults/faults.c");
+    let directory = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pkcs11-faults");
+    std::fs::create_dir_all(&directory).expect("module directory can be created");
+    let module = directory.join("libhallmark-faults.so");
+    let partial = directory.join(format!(
+        "libhallmark-faults.so.{}.partial",
+        std::process::id()
+    ));
+    let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let output = Command::new(&compiler)
+        .args(["-std=c99", "-shared", "-fPIC", "-O1", "-Wall", "-Werror"])
+        .args(["-fvisibility=hidden", "-pthread", "-Wl,-z,nodelete"])
+        .args(p11_kit_cflags())
+        .arg("-o")
+        .arg(&partial)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run the C compiler {compiler:?} ({error}); install gcc")
+        });
+    assert!(
+        output.status.success(),
+        "compiling {} failed; scripts/install-deps.sh installs gcc and libp11-kit-dev:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&partial, &module).expect("compiled module can be renamed into place");
+    module
+}
+
+/// Returns the compiler flags that find `<p11-kit/pkcs11.h>`: those from
+/// `pkg-config`, else the Debian include directory of libp11-kit-dev.
+fn p11_kit_cflags() -> Vec<String> {
+    let from_pkg_config = Command::new("pkg-config")
+        .args(["--cflags", "p11-kit-1"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success());
+    match from_pkg_config {
+        Some(output) => String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        None => vec!["-I/usr/include/p11-kit-1".to_owned()],
+    }
+}
+
+/// Call counts of one PKCS#11 function, from the fault module's counts file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCount {
+    /// Calls that the application made.
+    pub calls: u64,
+    /// Calls that returned a return value injected by a rule.
+    pub failed: u64,
+}
+
+/// The control and counts files of the fault-injecting module for one
+/// server, in the token's directory.
+///
+/// The server loads the module in place of the token's configured module
+/// (`HALLMARK_PKCS11_MODULE`), and the module forwards to the configured
+/// one. `tests/pkcs11-faults/README.md` describes the rules.
+pub struct FaultControl {
+    control: PathBuf,
+    counts: PathBuf,
+    real_module: PathBuf,
+}
+
+impl FaultControl {
+    /// Creates an empty control file for a server on `token`, so that the
+    /// module forwards every call until [`FaultControl::set`] adds rules.
+    pub fn new(token: &TestToken) -> Self {
+        let control = Self {
+            control: token.dir.path().join("faults.control"),
+            counts: token.dir.path().join("faults.counts"),
+            real_module: configured_module(token),
+        };
+        control.set(&[]);
+        control
+    }
+
+    /// Returns the environment that makes `hallmark serve` load the fault
+    /// module and makes the module use these files.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Path| p.display().to_string();
+        vec![
+            ("HALLMARK_PKCS11_MODULE", path(faults_module())),
+            ("HALLMARK_FAULTS_MODULE", path(&self.real_module)),
+            ("HALLMARK_FAULTS_CONTROL", path(&self.control)),
+            ("HALLMARK_FAULTS_COUNTS", path(&self.counts)),
+        ]
+    }
+
+    /// Starts `hallmark serve` on `token` with the fault module, on
+    /// loopback TCP.
+    pub fn start_server(&self, token: &TestToken) -> TestServer {
+        let env = self.env();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        TestServer::start_with(token, "127.0.0.1:0", &pairs)
+    }
+
+    /// Replaces the rules, one per line. The file is written under another
+    /// name and renamed into place, so the module never reads half of it.
+    /// The module sees a new inode, reads the file again and resets every
+    /// rule's `times=` and `skip=`.
+    pub fn set(&self, rules: &[&str]) {
+        let mut text = rules.join("\n");
+        text.push('\n');
+        let partial = self.control.with_extension("control.partial");
+        std::fs::write(&partial, text).expect("control file writable");
+        std::fs::rename(&partial, &self.control).expect("control file can be renamed");
+    }
+
+    /// Reads the counts file: the calls of each function that the server
+    /// made so far. The module rewrites the file at each call, so it is
+    /// current as soon as a response arrives.
+    pub fn counts(&self) -> BTreeMap<String, CallCount> {
+        let text = match std::fs::read_to_string(&self.counts) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => panic!("cannot read {}: {error}", self.counts.display()),
+        };
+        text.lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let [name, calls, failed] = fields[..] else {
+                    panic!("malformed counts line {line:?}");
+                };
+                let number = |field: &str| -> u64 {
+                    field
+                        .parse()
+                        .unwrap_or_else(|_| panic!("malformed counts line {line:?}"))
+                };
+                let count = CallCount {
+                    calls: number(calls),
+                    failed: number(failed),
+                };
+                (name.to_owned(), count)
+            })
+            .collect()
+    }
+
+    /// Returns the calls of `function` so far, 0 if it was never called.
+    pub fn calls(&self, function: &str) -> u64 {
+        self.counts().get(function).map_or(0, |count| count.calls)
+    }
+}
+
+/// Reads the `module = ...` line of the token's configuration.
+fn configured_module(token: &TestToken) -> PathBuf {
+    let config = std::fs::read_to_string(token.config()).expect("config readable");
+    let module = config
+        .lines()
+        .find_map(|line| line.strip_prefix("module = "))
+        .expect("config has a module line");
+    PathBuf::from(module.trim_matches('"'))
 }
