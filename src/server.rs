@@ -11,7 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
@@ -34,6 +34,8 @@ use crate::pb::signer_service_server::SignerServiceServer;
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait at shutdown for Sign tasks to release the audit log.
+const AUDIT_CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// First wait before opening an unavailable token again; each failure
 /// doubles it up to [`RECONNECT_BACKOFF_MAX`].
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -474,7 +476,12 @@ pub async fn run(
                 .await
         })
     });
-    let api = SignerApi::new(signer, Arc::clone(&config), metrics, audit.clone());
+    let api = SignerApi::new(
+        Arc::clone(&signer),
+        Arc::clone(&config),
+        metrics,
+        audit.clone(),
+    );
     let signer_service = SignerServiceServer::new(api)
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
@@ -587,6 +594,7 @@ pub async fn run(
     if let Some(log) = audit {
         close_audit(log).await;
     }
+    signer.pool().close().await;
     match metrics_task.await {
         Ok(Err(error)) => warn!(%error, "metrics server failed"),
         Err(error) => warn!(%error, "metrics task failed"),
@@ -619,15 +627,30 @@ fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
 }
 
 /// Flushes and closes the audit log once every other holder has let go.
-async fn close_audit(log: Arc<AuditLog>) {
-    match Arc::try_unwrap(log) {
-        Ok(log) => match log.close().await {
-            Ok(()) => info!("audit log closed"),
-            Err(error) => error!(%error, "closing the audit log failed"),
-        },
-        // The writer still syncs every acknowledged record; only the wait
-        // for queued ones is skipped.
-        Err(_) => warn!("the audit log is still in use at shutdown; not waiting for it"),
+/// Sign tasks whose clients left before the drain deadline still hold it
+/// until they have written their records, so this waits a while for them.
+async fn close_audit(mut log: Arc<AuditLog>) {
+    let deadline = Instant::now() + AUDIT_CLOSE_WAIT;
+    loop {
+        match Arc::try_unwrap(log) {
+            Ok(log) => {
+                match log.close().await {
+                    Ok(()) => info!("audit log closed"),
+                    Err(error) => error!(%error, "closing the audit log failed"),
+                }
+                return;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                log = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // The writer still syncs every acknowledged record; only the
+            // wait for queued ones is skipped.
+            Err(_) => {
+                warn!("the audit log is still in use at shutdown; not waiting for it");
+                return;
+            }
+        }
     }
 }
 

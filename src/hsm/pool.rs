@@ -345,6 +345,44 @@ impl SessionPool {
         }
     }
 
+    /// Waits for in-flight calls, then closes every session and finalizes
+    /// the module. Work submitted afterwards fails with
+    /// [`HsmError::Disconnected`].
+    pub async fn close(self: &Arc<Self>) {
+        let _guard = self.recovering.lock().await;
+        let size = u32::try_from(self.size).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(
+            DRAIN_TIMEOUT,
+            Arc::clone(&self.permits).acquire_many_owned(size),
+        )
+        .await;
+        let Ok(Ok(drained)) = drained else {
+            warn!("PKCS#11 calls still running at shutdown; leaving the token open");
+            return;
+        };
+        let pool = Arc::clone(self);
+        let closed = tokio::task::spawn_blocking(move || {
+            let _drained = drained;
+            let (token, sessions) = match pool.link.lock() {
+                Ok(mut link) => (link.token.take(), std::mem::take(&mut link.idle)),
+                Err(_) => return,
+            };
+            pool.status
+                .send_modify(|status| status.fault = Some("the service is stopping".into()));
+            for session in sessions {
+                let _ = session.close();
+            }
+            if let Some(token) = token.and_then(|token| Arc::try_unwrap(token).ok()) {
+                token.close();
+            }
+        })
+        .await;
+        match closed {
+            Ok(()) => info!("token sessions closed"),
+            Err(error) => warn!(%error, "closing the token sessions failed"),
+        }
+    }
+
     /// Logs in again on the connection's login session. Object handles may
     /// not survive a lost login, so the generation moves on.
     async fn relogin(self: &Arc<Self>) -> Result<(), HsmError> {
