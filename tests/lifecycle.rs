@@ -445,10 +445,13 @@ async fn forced_rotations_under_load_never_fail() {
                     .into_inner()
                     .keys;
                 let key_id = response.key.expect("key").key_id;
-                let published = keys
-                    .iter()
-                    .find(|k| k.key_id == key_id)
-                    .unwrap_or_else(|| panic!("{key_id} not published when {worker}-{n} arrived"));
+                let Some(published) = keys.iter().find(|k| k.key_id == key_id) else {
+                    let listed: Vec<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
+                    failures.lock().expect("lock").push(format!(
+                        "{key_id} signed {worker}-{n} but ListKeys then listed {listed:?}"
+                    ));
+                    continue;
+                };
                 public_key(&published.public_key_der)
                     .verify(
                         Pss::new_with_salt::<Sha256>(32),
@@ -491,13 +494,15 @@ async fn forced_rotations_under_load_never_fail() {
     let warnings: Vec<String> = server
         .log_text()
         .lines()
-        .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+        .filter(|line| {
+            line.contains("WARN") || line.contains("ERROR") || line.contains("now active")
+        })
         .map(str::to_owned)
         .collect();
     assert_eq!(
         failures,
         Vec::<String>::new(),
-        "server warnings:\n{}",
+        "server log, warnings and activations:\n{}",
         warnings.join("\n")
     );
     let total = signed.load(Ordering::Relaxed);
