@@ -38,6 +38,9 @@ pub struct Metrics {
     /// `hallmark_token_ready`: 1 while the token is open and the default key
     /// is found.
     pub token_ready: IntGauge,
+    /// `hallmark_token_reconnects_total`: connections to the token that
+    /// were closed and opened again after a fault.
+    pub token_reconnects: IntCounter,
     /// `hallmark_sessions{state}`: pooled sessions by `idle` and `in_use`.
     pub sessions: IntGaugeVec,
     /// `hallmark_key_versions{key_name,state}`: published key versions.
@@ -101,6 +104,10 @@ impl Metrics {
         let token_ready = IntGauge::new(
             "hallmark_token_ready",
             "1 while the token is logged in and the default key is found, else 0.",
+        )?;
+        let token_reconnects = IntCounter::new(
+            "hallmark_token_reconnects_total",
+            "Times the token connection was closed and opened again after a fault.",
         )?;
         let sessions = IntGaugeVec::new(
             Opts::new("hallmark_sessions", "Pooled PKCS#11 sessions by state."),
@@ -176,6 +183,7 @@ impl Metrics {
         registry.register(Box::new(hsm_sign_duration.clone()))?;
         registry.register(Box::new(self_check_failures.clone()))?;
         registry.register(Box::new(token_ready.clone()))?;
+        registry.register(Box::new(token_reconnects.clone()))?;
         registry.register(Box::new(sessions.clone()))?;
         registry.register(Box::new(key_versions.clone()))?;
         registry.register(Box::new(key_age.clone()))?;
@@ -194,6 +202,7 @@ impl Metrics {
             hsm_sign_duration,
             self_check_failures,
             token_ready,
+            token_reconnects,
             sessions,
             key_versions,
             key_age,

@@ -952,4 +952,9 @@ fn update_session_gauges(signer: &Signer, metrics: &Metrics) {
         .sessions
         .with_label_values(&["in_use"])
         .set(pool.size().saturating_sub(idle) as i64);
+    let reconnects = pool.reconnects();
+    let counted = metrics.token_reconnects.get();
+    metrics
+        .token_reconnects
+        .inc_by(reconnects.saturating_sub(counted));
 }
