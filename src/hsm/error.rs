@@ -9,13 +9,19 @@ use cryptoki::error::{Error as CkError, RvError};
 #[derive(Debug, thiserror::Error)]
 pub enum HsmError {
     /// The configured module path does not exist. Operator error.
-    #[error("PKCS#11 module {path} does not exist; set hsm.module to the library path")]
+    #[error(
+        "PKCS#11 module {path} does not exist; set hsm.module (or HALLMARK_PKCS11_MODULE, which \
+         overrides it) to the library path"
+    )]
     ModuleMissing {
         /// The configured path.
         path: PathBuf,
     },
     /// The module file exists but is not a loadable PKCS#11 library.
-    #[error("{path} is not a loadable PKCS#11 library; check hsm.module")]
+    #[error(
+        "{path} is not a loadable PKCS#11 library ({source}); check hsm.module (or \
+         HALLMARK_PKCS11_MODULE, which overrides it)"
+    )]
     ModuleLoad {
         /// The configured path.
         path: PathBuf,
@@ -32,12 +38,16 @@ pub enum HsmError {
         available: Vec<String>,
     },
     /// More than one token matches, so the choice would be a guess.
-    #[error("{count} tokens match {selector}; set both hsm.token_label and hsm.token_serial")]
+    #[error(
+        "{} tokens match {selector} (serials {}); set hsm.token_serial to choose one",
+        .serials.len(),
+        .serials.join(", ")
+    )]
     TokenAmbiguous {
         /// The configured selector.
         selector: String,
-        /// How many tokens matched.
-        count: usize,
+        /// The serial numbers of the matching tokens.
+        serials: Vec<String>,
     },
     /// The token is present but was never initialized.
     #[error("token {label:?} (serial {serial:?}) is not initialized; initialize it first")]

@@ -212,9 +212,12 @@ fn find_token(
             selector: selector.to_string(),
             available,
         }),
-        count => Err(HsmError::TokenAmbiguous {
+        _ => Err(HsmError::TokenAmbiguous {
             selector: selector.to_string(),
-            count,
+            serials: found
+                .into_iter()
+                .map(|(_, _, serial)| format!("{serial:?}"))
+                .collect(),
         }),
     }
 }
