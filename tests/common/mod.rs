@@ -261,6 +261,12 @@ impl TestServer {
         self.log.lock().expect("log").join("\n")
     }
 
+    /// Waits for the server to exit by itself, for example after a signal
+    /// that the test sent.
+    pub fn wait_exit(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("server exits")
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
