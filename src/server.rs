@@ -25,7 +25,7 @@ use crate::audit::{
 };
 use crate::config::{Config, ListenAddr, TlsFiles};
 use crate::grpc::SignerApi;
-use crate::hsm::{HsmError, SessionPool, Token};
+use crate::hsm::{HsmError, Recovery, SessionPool, Token};
 use crate::keys::algorithm::SignatureEncoding;
 use crate::keys::{self, KeyName, KeyState, RotateMode, Signer, Snapshot, salt_problems};
 use crate::metrics::{self, Metrics};
@@ -787,22 +787,28 @@ async fn refresh_loop(
                 Err(error) => debug!(%error, previous = %fault, "the token is still unavailable"),
             }
         }
-        let mut read_failed = false;
-        if read_now
-            && pool.fault().is_none()
-            && let Err(error) = signer.refresh().await
-        {
-            warn!(%error, "re-reading keys from the token failed");
-            read_failed = true;
+        let mut read_failed = None;
+        if read_now && pool.fault().is_none() {
+            let generation = pool.generation();
+            if let Err(error) = signer.refresh().await {
+                // Requests may not reach the token while health says
+                // NOT_SERVING, so the loop recovers from a failed read
+                // itself instead of waiting for a request to do so.
+                if error.recovery() != Recovery::None
+                    && let Err(recovery) = pool.recover(&error, generation).await
+                {
+                    debug!(error = %recovery, "recovering after a failed key read failed");
+                }
+                read_failed = Some(error.to_string());
+            }
         }
-        let fault = pool.fault();
+        let fault = pool.fault().or_else(|| read_failed.clone());
         let snapshot = signer.snapshot();
         let default_key = &config.default_key;
         if let Some(problem) = snapshot.conflict(default_key) {
             warn!(%problem, "default key has conflicting objects");
         }
         let ready = fault.is_none()
-            && !read_failed
             && snapshot.active(default_key).is_some()
             && snapshot.conflict(default_key).is_none();
         if ready != was_ready {
@@ -811,12 +817,17 @@ async fn refresh_loop(
             metrics.token_ready.set(i64::from(ready));
             match (&fault, ready) {
                 (_, true) => info!(key_name = %default_key, "default key found; serving"),
-                (Some(fault), false) => warn!(%fault, "the token is unavailable; not serving"),
+                (Some(fault), false) => {
+                    warn!(%fault, "the token or its keys cannot be read; not serving");
+                }
                 (None, false) => {
                     warn!(key_name = %default_key, "default key has no active version; not serving");
                 }
             }
             was_ready = ready;
+        }
+        if ready {
+            backoff = RECONNECT_BACKOFF_MIN;
         }
         let wait = if fault.is_some() {
             let wait = backoff;

@@ -126,7 +126,7 @@ pub enum HsmError {
         count: usize,
     },
     /// A PKCS#11 call failed.
-    #[error("{function} failed: {}", rv_name(.source))]
+    #[error("{} failed: {}", function_name(.function, .source), rv_name(.source))]
     Pkcs11 {
         /// The C function that failed, such as `C_Sign`.
         function: &'static str,
@@ -231,6 +231,15 @@ pub enum Recovery {
     /// The token or the module failed; finalize, initialize and log in
     /// again, then read the objects again.
     Reconnect,
+}
+
+/// Names the C function that failed: the one the binding reports, which
+/// is exact (`C_SignInit` rather than `C_Sign`), or else the caller's.
+fn function_name(called: &str, error: &CkError) -> String {
+    match error {
+        CkError::Pkcs11(_, function) => format!("C_{function:?}"),
+        _ => called.to_owned(),
+    }
 }
 
 fn rv_name(error: &CkError) -> String {

@@ -88,6 +88,22 @@ impl Token {
             }
         }
 
+        match Self::log_in(context.clone(), config) {
+            Ok(token) => Ok(token),
+            Err(error) => {
+                // The next attempt must initialize the module afresh, or
+                // it would get CKR_CRYPTOKI_ALREADY_INITIALIZED and never
+                // read the token again.
+                if let Err(finalize) = context.finalize() {
+                    debug!(error = %finalize, "finalizing the module after a failed open failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Finds the token on an initialized module and logs in.
+    fn log_in(context: Pkcs11, config: &HsmConfig) -> Result<Self, HsmError> {
         let (slot, label, serial) = find_token(&context, &config.token)?;
         let login_session = context
             .open_rw_session(slot)

@@ -28,14 +28,14 @@
 //! the token cannot be opened the pool is disconnected: work fails at once
 //! with [`HsmError::Disconnected`], and the owner retries the connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Access, HsmError, Recovery, Token};
 use crate::config::HsmConfig;
@@ -64,6 +64,10 @@ pub struct SessionPool {
     recovering: tokio::sync::Mutex<()>,
     status: watch::Sender<LinkStatus>,
     reconnects: AtomicU64,
+    /// Set when the token rejected the PIN or reported it locked. Each
+    /// further login would count towards locking it, so the pool stops
+    /// trying until the service restarts with a corrected PIN.
+    pin_rejected: AtomicBool,
 }
 
 /// The current connection, or the reason there is none.
@@ -105,6 +109,7 @@ impl SessionPool {
             recovering: tokio::sync::Mutex::new(()),
             status,
             reconnects: AtomicU64::new(0),
+            pin_rejected: AtomicBool::new(false),
         }))
     }
 
@@ -263,17 +268,29 @@ impl SessionPool {
 
     /// Reconnects; the caller holds `recovering`.
     async fn reconnect_locked(self: &Arc<Self>) -> Result<(), HsmError> {
+        if self.pin_rejected.load(Ordering::Acquire) {
+            return Err(self.disconnected());
+        }
         let size = u32::try_from(self.size).unwrap_or(u32::MAX);
         let permits = Arc::clone(&self.permits);
-        let drained = tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many_owned(size))
-            .await
-            .map_err(|_| {
-                HsmError::TaskFailed(format!(
-                    "PKCS#11 calls still running after {}s; not reconnecting under them",
-                    DRAIN_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|_| HsmError::TaskFailed("session pool closed".into()))?;
+        let drained =
+            match tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many_owned(size)).await {
+                Ok(Ok(drained)) => drained,
+                Ok(Err(_)) => return Err(HsmError::TaskFailed("session pool closed".into())),
+                Err(_) => {
+                    // A call stuck in the module blocks the reconnection. The
+                    // token is failing, so stop serving; the owner tries again
+                    // once the call has returned.
+                    let reason = format!(
+                        "PKCS#11 calls still running after {} s; not reconnecting under them",
+                        DRAIN_TIMEOUT.as_secs()
+                    );
+                    warn!(%reason, "cannot reconnect to the token yet");
+                    self.status
+                        .send_modify(|status| status.fault = Some(reason.clone()));
+                    return Err(HsmError::Disconnected { reason });
+                }
+            };
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _drained = drained;
@@ -327,6 +344,16 @@ impl SessionPool {
             }
             Err(error) => {
                 drop(link);
+                let error = match error {
+                    HsmError::PinIncorrect { .. } | HsmError::PinLocked { .. } => {
+                        self.pin_rejected.store(true, Ordering::Release);
+                        error!(%error, "the token rejected the PIN; not logging in again until restart");
+                        HsmError::TaskFailed(format!(
+                            "{error}; restart the service once the PIN is corrected"
+                        ))
+                    }
+                    other => other,
+                };
                 // The owner retries with backoff; only the first failure
                 // of an outage is worth a warning.
                 if self.fault().is_none() {

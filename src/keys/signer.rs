@@ -194,6 +194,8 @@ impl Signer {
                 {
                     break (now, generation);
                 }
+                // Reading again cannot help while the token itself fails.
+                (_, Err(error)) if error.is_token_unavailable() => return Err(error),
                 (_, current) if attempts >= MAX_TOKEN_READS => break current?,
                 (_, current) => previous = current,
             }
