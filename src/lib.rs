@@ -9,7 +9,8 @@
 //!
 //! [`config`], [`metrics`] and [`server`] tie them together for the
 //! `hallmark` binary, and [`audit`] keeps a tamper-evident log of Sign
-//! requests.
+//! requests. [`bench`] measures signing through PKCS#11 and through the
+//! service.
 //!
 //! The consumer side is separate: [`verify`] checks signed outputs against
 //! a published key set, and [`canon`] serializes manifests canonically.
@@ -18,6 +19,8 @@
 
 #[cfg(feature = "server")]
 pub mod audit;
+#[cfg(feature = "server")]
+pub mod bench;
 #[cfg(feature = "server")]
 pub mod caller;
 pub mod canon;

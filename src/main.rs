@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => return cli::sign::run(args),
         Command::Verify(args) => return cli::verify::run(args),
         Command::Audit(command) => return cli::audit::run(command),
-        Command::Serve(_) | Command::Keys(_) => {}
+        Command::Serve(_) | Command::Keys(_) | Command::Bench(_) => {}
     }
     let config = match cli::load_config(&cli.command) {
         Some(Ok(config)) => config,
@@ -41,6 +41,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
+        Command::Bench(args) => cli::bench::run(&args, &config),
         Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => ExitCode::from(EXIT_CONFIG),
     }
 }

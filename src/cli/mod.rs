@@ -1,7 +1,8 @@
 //! Command-line interface: argument parsing, the key commands, the client
-//! commands `sign` and `verify`, and the audit log commands.
+//! commands `sign` and `verify`, the audit log commands and `bench`.
 
 pub mod audit;
+pub mod bench;
 mod client;
 mod input;
 pub mod sign;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Verify audit log files or search their records.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Measure signing through PKCS#11 directly and through `hallmark
+    /// serve` over TCP and a Unix socket, with the audit log on and off.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -168,6 +172,7 @@ impl Command {
                 | KeysCommand::Revoke { config, .. }
                 | KeysCommand::DestroyExpired { config },
             ) => (&config.config, Overrides::default()),
+            Command::Bench(args) => (&args.config.config, Overrides::default()),
             Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => return None,
         })
     }
