@@ -25,7 +25,7 @@ use crate::audit::{
 };
 use crate::config::{Config, ListenAddr, TlsFiles};
 use crate::grpc::SignerApi;
-use crate::hsm::{HsmError, Recovery, SessionPool, Token};
+use crate::hsm::{Abandon, HsmError, Recovery, SessionPool, Token};
 use crate::keys::algorithm::SignatureEncoding;
 use crate::keys::{self, KeyName, KeyState, RotateMode, Signer, Snapshot, salt_problems};
 use crate::metrics::{self, Metrics};
@@ -35,7 +35,7 @@ use crate::pb::signer_service_server::SignerServiceServer;
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
 /// Longest wait at shutdown for Sign tasks to release the audit log.
-const AUDIT_CLOSE_WAIT: Duration = Duration::from_secs(10);
+const AUDIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// First wait before opening an unavailable token again; each failure
 /// doubles it up to [`RECONNECT_BACKOFF_MAX`].
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -628,7 +628,8 @@ fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
 
 /// Flushes and closes the audit log once every other holder has let go.
 /// Sign tasks whose clients left before the drain deadline still hold it
-/// until they have written their records, so this waits a while for them.
+/// until they have written their records, so this waits up to
+/// [`AUDIT_CLOSE_WAIT`] for them.
 async fn close_audit(mut log: Arc<AuditLog>) {
     let deadline = Instant::now() + AUDIT_CLOSE_WAIT;
     loop {
@@ -673,7 +674,9 @@ fn checkpoint_signer(
                 .active(&key)
                 .ok_or_else(|| format!("key {key} has no active version to sign a checkpoint"))?;
             let digest = statement.digest_for(active.algorithm);
-            let signed = signer.sign(&key, digest, SignatureEncoding::Der).await?;
+            let signed = signer
+                .sign(&key, digest, SignatureEncoding::Der, &Abandon::never())
+                .await?;
             Ok(CheckpointSignature {
                 key_id: signed.key.key_id.clone(),
                 key_version: signed.key.version,

@@ -91,3 +91,51 @@ async fn late_signature_recorded_as_cancelled() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_requests_leave_the_session_queue() {
+    let token = TestToken::new(2048, "digest");
+    let control = FaultControl::new(&token);
+    let mut env = control.env();
+    env.push(("HALLMARK_SESSIONS", "1".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let channel = server.channel().await;
+
+    // One session, and each signature holds it for at least 800 ms. Of
+    // four requests with a 1 s deadline, the first two get the session in
+    // time; the other two would get it after their deadline, so they
+    // leave the queue and never reach the token.
+    control.set(&["C_Sign delay_ms=400"]);
+    let before = control.counts();
+    let mut calls = Vec::new();
+    for n in 0..4 {
+        let mut client = pb::signer_service_client::SignerServiceClient::new(channel.clone());
+        calls.push(tokio::spawn(async move {
+            let mut call = tonic::Request::new(request(&format!("queued-{n}")));
+            call.set_timeout(Duration::from_secs(1));
+            client.sign(call).await.map(|_| ())
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for call in calls {
+        let _ = call.await.expect("task completes");
+    }
+    // Let the second signature finish on the token.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let after = control.counts();
+    let sign_inits = after["C_SignInit"].calls - before.get("C_SignInit").map_or(0, |c| c.calls);
+    assert_eq!(sign_inits, 2, "{after:?}");
+    for n in [2, 3] {
+        let records = records_of(&token, &format!("queued-{n}"));
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0]["key_id"], "", "{}", records[0]);
+        assert!(
+            records[0]["outcome"] == "DEADLINE_EXCEEDED" || records[0]["outcome"] == "CANCELLED",
+            "{}",
+            records[0]
+        );
+    }
+}

@@ -5,16 +5,16 @@ mod request;
 mod status;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, debug, error, instrument, warn};
 
 use crate::audit::{AuditLog, HashAlgorithm, SignEvent};
 use crate::caller::{Decision, Identity, Policy};
 use crate::config::Config;
+use crate::hsm::{Abandon, HsmError};
 use crate::keys::{KeyName, KeyState, KeyVersion, Signer};
 use crate::metrics::Metrics;
 use crate::pb;
@@ -80,7 +80,7 @@ impl Inner {
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,
-        client_gone: &AtomicBool,
+        client_gone: watch::Receiver<bool>,
     ) -> Result<pb::SignResponse, Status> {
         let validated = validate_sign(request.get_ref(), &self.config);
         // Metric labels use the configured name, or "unknown" for anything else.
@@ -91,25 +91,27 @@ impl Inner {
         let mut outcome = Outcome::new(&self.metrics, metric_key);
         let identity = Identity::of(&request);
         let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
+        let abandon = Abandon::new(deadline, client_gone.clone());
+        let gone = || *client_gone.borrow();
         let mut caller = String::new();
         let result = match &validated {
             Ok(params) => {
                 let span = tracing::Span::current();
                 span.record("request_id", params.request_id.as_str());
                 span.record("key_name", params.key_name.as_str());
-                self.admit_and_sign(&identity, params, deadline, &mut caller)
+                self.admit_and_sign(&identity, params, &abandon, &mut caller)
                     .await
             }
             Err(status) => Err(status.clone()),
         };
         let mut event = audit_event(request.get_ref(), &identity, &caller, &result);
-        if client_gone.load(Ordering::Acquire) {
+        if gone() {
             event.outcome = tonic::Code::Cancelled;
         }
         let result = self.record(event, result).await;
 
         outcome.code = Some(match &result {
-            _ if client_gone.load(Ordering::Acquire) => tonic::Code::Cancelled,
+            _ if gone() => tonic::Code::Cancelled,
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         });
@@ -170,7 +172,7 @@ impl Inner {
         &self,
         identity: &Identity,
         params: &SignParams,
-        deadline: Option<Instant>,
+        abandon: &Abandon,
         caller: &mut String,
     ) -> Result<pb::SignResponse, Status> {
         // A caller that can sign any digest with a key can forge checkpoints
@@ -188,19 +190,31 @@ impl Inner {
                 self.config.max_pending
             ))
         })?;
-        // A request whose client has stopped waiting is not sent to the HSM.
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Status::deadline_exceeded(
-                "the request's deadline passed before signing began",
-            ));
+        // A request whose client has stopped waiting is not sent to the
+        // HSM; the session pool checks again after its wait for a session.
+        if let Err(HsmError::Abandoned { deadline }) = abandon.check() {
+            return Err(if deadline {
+                Status::deadline_exceeded("the request's deadline passed before signing began")
+            } else {
+                Status::cancelled("the client went away before signing began")
+            });
         }
-        self.sign_checked(params).await
+        self.sign_checked(params, abandon).await
     }
 
-    async fn sign_checked(&self, params: &SignParams) -> Result<pb::SignResponse, Status> {
+    async fn sign_checked(
+        &self,
+        params: &SignParams,
+        abandon: &Abandon,
+    ) -> Result<pb::SignResponse, Status> {
         let signed = self
             .signer
-            .sign(&params.key_name, params.digest.clone(), params.encoding)
+            .sign(
+                &params.key_name,
+                params.digest.clone(),
+                params.encoding,
+                abandon,
+            )
             .await?;
         debug!(
             key_id = %signed.key.key_id,
@@ -231,11 +245,11 @@ impl pb::signer_service_server::SignerService for SignerApi {
         // passes. The work runs in its own task, which finishes and
         // records whatever the token did; the flag tells it that nobody
         // is waiting for the answer.
-        let client_gone = Arc::new(AtomicBool::new(false));
-        let mut waiting = SetOnDrop(Some(Arc::clone(&client_gone)));
+        let (gone_sender, client_gone) = watch::channel(false);
+        let mut waiting = SetOnDrop(Some(gone_sender));
         let inner = Arc::clone(&self.inner);
         let task = tokio::spawn(
-            async move { inner.sign(request, &client_gone).await }
+            async move { inner.sign(request, client_gone).await }
                 .instrument(tracing::Span::current()),
         );
         let result = match task.await {
@@ -264,12 +278,12 @@ impl pb::signer_service_server::SignerService for SignerApi {
 }
 
 /// Sets its flag when dropped, unless emptied first.
-struct SetOnDrop(Option<Arc<AtomicBool>>);
+struct SetOnDrop(Option<watch::Sender<bool>>);
 
 impl Drop for SetOnDrop {
     fn drop(&mut self) {
         if let Some(flag) = &self.0 {
-            flag.store(true, Ordering::Release);
+            flag.send_replace(true);
         }
     }
 }

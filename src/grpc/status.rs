@@ -31,6 +31,12 @@ impl From<SignError> for Status {
             SignError::SelfCheckFailed { .. } => {
                 Status::internal("the token produced an invalid signature; it was discarded")
             }
+            SignError::Hsm(HsmError::Abandoned { deadline: true }) => {
+                Status::deadline_exceeded(error.to_string())
+            }
+            SignError::Hsm(HsmError::Abandoned { deadline: false }) => {
+                Status::cancelled(error.to_string())
+            }
             // Readiness already reports the outage, once.
             SignError::Hsm(HsmError::Disconnected { .. }) => {
                 Status::unavailable("the signing token is unavailable; retry later")

@@ -141,6 +141,17 @@ pub enum HsmError {
         /// The last error from opening the token.
         reason: String,
     },
+    /// The request was given up before it reached the token: its deadline
+    /// passed or its client went away while it waited for a session.
+    #[error("{}", if *.deadline {
+        "the request's deadline passed while it waited for a session; the token was not asked"
+    } else {
+        "the client went away while the request waited for a session; the token was not asked"
+    })]
+    Abandoned {
+        /// Whether the deadline passed, rather than the client leaving.
+        deadline: bool,
+    },
     /// Work carried object handles from an earlier connection to the token.
     #[error("object handles from connection {expected} used on connection {current}")]
     StaleGeneration {

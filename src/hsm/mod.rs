@@ -23,7 +23,7 @@ use tracing::{debug, info};
 use crate::config::{HsmConfig, TokenSelector};
 
 pub use error::{HsmError, Recovery};
-pub use pool::{LinkStatus, PooledSession, SessionPool};
+pub use pool::{Abandon, LinkStatus, PooledSession, SessionPool};
 
 /// Sets the environment variables that a PKCS#11 module reads when it loads,
 /// such as `SOFTHSM2_CONF`.

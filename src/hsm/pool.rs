@@ -30,7 +30,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
@@ -44,6 +44,74 @@ use crate::config::HsmConfig;
 /// call that takes longer is stuck in the module, and finalizing the module
 /// under it is unsafe, so the reconnection fails and is retried later.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait at shutdown for in-flight calls before the sessions are
+/// closed. The requests that made them have passed the drain deadline
+/// already, so this wait is short.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// When a request's work is no longer wanted: its deadline, and a flag
+/// that turns true when its client goes away. Work that has not reached
+/// the token by then is dropped instead of sent.
+#[derive(Clone, Debug, Default)]
+pub struct Abandon {
+    deadline: Option<Instant>,
+    gone: Option<watch::Receiver<bool>>,
+}
+
+impl Abandon {
+    /// Work that is wanted however long it takes, such as checkpoints.
+    pub fn never() -> Self {
+        Self::default()
+    }
+
+    /// Work wanted until `deadline`, and while `gone` stays false.
+    pub fn new(deadline: Option<Instant>, gone: watch::Receiver<bool>) -> Self {
+        Self {
+            deadline,
+            gone: Some(gone),
+        }
+    }
+
+    /// Returns the reason to drop the work now, if there is one.
+    pub fn check(&self) -> Result<(), HsmError> {
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            return Err(HsmError::Abandoned { deadline: true });
+        }
+        if self.gone.as_ref().is_some_and(|gone| *gone.borrow()) {
+            return Err(HsmError::Abandoned { deadline: false });
+        }
+        Ok(())
+    }
+
+    /// Completes when the work is no longer wanted; never, for
+    /// [`Abandon::never`].
+    async fn wait(&self) {
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let gone = async {
+            match self.gone.clone() {
+                Some(mut gone) => {
+                    if gone.wait_for(|gone| *gone).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = deadline => {}
+            () = gone => {}
+        }
+    }
+}
 
 /// The state of the token connection, as watchers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,18 +218,25 @@ impl SessionPool {
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
     {
-        self.run_inner(None, work).await
+        self.run_inner(None, &Abandon::never(), work).await
     }
 
     /// Like [`SessionPool::run`], but only on the connection of
     /// `generation`: work that uses object handles found on an earlier
-    /// connection fails with [`HsmError::StaleGeneration`] instead.
-    pub async fn run_at<T, F>(self: &Arc<Self>, generation: u64, work: F) -> Result<T, HsmError>
+    /// connection fails with [`HsmError::StaleGeneration`] instead. Work
+    /// that `abandon` drops while it waits for a session fails with
+    /// [`HsmError::Abandoned`] and never reaches the token.
+    pub async fn run_at<T, F>(
+        self: &Arc<Self>,
+        generation: u64,
+        abandon: &Abandon,
+        work: F,
+    ) -> Result<T, HsmError>
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
     {
-        self.run_inner(Some(generation), work)
+        self.run_inner(Some(generation), abandon, work)
             .await
             .map(|(value, _)| value)
     }
@@ -169,6 +244,7 @@ impl SessionPool {
     async fn run_inner<T, F>(
         self: &Arc<Self>,
         generation: Option<u64>,
+        abandon: &Abandon,
         work: F,
     ) -> Result<(T, u64), HsmError>
     where
@@ -180,10 +256,17 @@ impl SessionPool {
         if let Some(fault) = self.fault() {
             return Err(HsmError::Disconnected { reason: fault });
         }
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| HsmError::TaskFailed("session pool closed".into()))?;
+        abandon.check()?;
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.permits).acquire_owned() => {
+                permit.map_err(|_| HsmError::TaskFailed("session pool closed".into()))?
+            }
+            () = abandon.wait() => return Err(abandon.check().err().unwrap_or(
+                HsmError::Abandoned { deadline: true },
+            )),
+        };
+        // The wait may have ended just as the request was given up.
+        abandon.check()?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let lent = PooledSession::take(pool, permit, generation)?;
@@ -379,7 +462,7 @@ impl SessionPool {
         let _guard = self.recovering.lock().await;
         let size = u32::try_from(self.size).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(
-            DRAIN_TIMEOUT,
+            CLOSE_WAIT,
             Arc::clone(&self.permits).acquire_many_owned(size),
         )
         .await;

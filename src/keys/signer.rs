@@ -34,7 +34,7 @@ fn same_pairs(a: &[objects::KeyPair], b: &[objects::KeyPair]) -> bool {
 /// Shortest interval between two token re-reads caused by failed lookups.
 pub const MIN_LOOKUP_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::config::KeyPolicy;
-use crate::hsm::{HsmError, Recovery, SessionPool, objects};
+use crate::hsm::{Abandon, HsmError, Recovery, SessionPool, objects};
 use crate::metrics::Metrics;
 
 /// A failure to produce a checked signature.
@@ -303,17 +303,19 @@ impl Signer {
     ///
     /// A call that fails because a session, the login or the token broke
     /// is retried once, after the pool has recovered and the key has been
-    /// looked up again.
+    /// looked up again. `abandon` drops the request, before it reaches the
+    /// token, once its deadline passes or its client goes away.
     pub async fn sign(
         &self,
         name: &KeyName,
         digest: Vec<u8>,
         encoding: SignatureEncoding,
+        abandon: &Abandon,
     ) -> Result<Signed, SignError> {
         let (key, generation) = self.active_version(name).await?;
         let used = self.ring.snapshot();
         let error = match self
-            .sign_with(name, key, generation, digest.clone(), encoding)
+            .sign_with(name, key, generation, digest.clone(), encoding, abandon)
             .await
         {
             Err(SignError::Hsm(error)) if error.recovery() != Recovery::None => error,
@@ -330,7 +332,7 @@ impl Signer {
             }
         }
         let (key, generation) = self.active_version(name).await?;
-        self.sign_with(name, key, generation, digest, encoding)
+        self.sign_with(name, key, generation, digest, encoding, abandon)
             .await
     }
 
@@ -341,6 +343,7 @@ impl Signer {
         generation: u64,
         digest: Vec<u8>,
         encoding: SignatureEncoding,
+        abandon: &Abandon,
     ) -> Result<Signed, SignError> {
         let algorithm = key.algorithm;
         if digest.len() != algorithm.digest_len() {
@@ -367,7 +370,7 @@ impl Signer {
         let started = Instant::now();
         let raw = self
             .pool
-            .run_at(generation, move |session| {
+            .run_at(generation, abandon, move |session| {
                 let mechanism = algorithm::mechanism(algorithm, salt_len)
                     .map_err(|e| HsmError::TaskFailed(e.to_string()))?;
                 session
