@@ -57,7 +57,7 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
             return ExitCode::from(EXIT_IO);
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let config = Arc::new(config);
         info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
         server::warn_if_root();
@@ -79,7 +79,12 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
                 ExitCode::from(cli::serve_exit_code(&error))
             }
         }
-    })
+    });
+    // Connection tasks that outlived the drain deadline end here, and a
+    // PKCS#11 call stuck in the module does not hold up the exit: its
+    // thread is left behind rather than waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 /// Completes on SIGTERM or SIGINT.
