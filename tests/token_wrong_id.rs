@@ -38,6 +38,11 @@ async fn wrong_id_is_skipped_by_service_and_cli() {
     }
     drop(session);
 
+    // Without a usable default key the service starts only when told to
+    // wait for one.
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let config = config.replace("[signing]\n", "[signing]\nwait_for_default_key = true\n");
+    std::fs::write(token.config(), config).expect("config written");
     let server = TestServer::start_with(
         &token,
         "127.0.0.1:0",
