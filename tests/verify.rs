@@ -438,6 +438,36 @@ fn an_unusable_key_set_entry_names_its_problem() {
     );
 }
 
+/// Coordinates split at another place than the field length spell the
+/// same concatenated point, so they must not name the key.
+#[test]
+fn ec_coordinates_of_wrong_length_are_unusable() {
+    let producer = Producer::new(7);
+    let mut jwk = producer.jwk(ACTIVATES_AT, VERIFY_UNTIL);
+    let mut x = URL_SAFE_NO_PAD
+        .decode(jwk["x"].as_str().expect("x"))
+        .expect("base64url");
+    let mut y = URL_SAFE_NO_PAD
+        .decode(jwk["y"].as_str().expect("y"))
+        .expect("base64url");
+    x.push(y.remove(0));
+    jwk["x"] = URL_SAFE_NO_PAD.encode(&x).into();
+    jwk["y"] = URL_SAFE_NO_PAD.encode(&y).into();
+    let keys = KeySet::from_jwks(&json!({ "keys": [jwk] }), SOURCE).expect("valid JWKS");
+    let document = producer.sign("2026-03-01T11:59:50Z", Profile::Jcs);
+    assert_eq!(
+        rejection(&verifier(keys), &document),
+        (
+            "bad_signature",
+            format!(
+                "bad signature: the key set entry for {} is unusable: x is 33 bytes, not the \
+                 curve's 32",
+                producer.key_id
+            )
+        )
+    );
+}
+
 /// A salt longer than the modulus allows makes the `rsa` crate panic, so
 /// the key set refuses it before any signature reaches the crate.
 #[test]

@@ -459,10 +459,21 @@ fn jwk_public_key(
     };
     let kty = members.get("kty").and_then(Value::as_str);
     let crv = members.get("crv").and_then(Value::as_str);
-    let ec_point = || -> Result<Vec<u8>, String> {
+    // RFC 7518 section 6.2.1: each coordinate is exactly as long as the
+    // field, so that one key has one spelling. Without the check, x and y
+    // of other lengths with the same concatenation would name the key.
+    let ec_point = |field_len: usize| -> Result<Vec<u8>, String> {
         let mut point = vec![0x04];
-        point.extend(member("x")?);
-        point.extend(member("y")?);
+        for name in ["x", "y"] {
+            let coordinate = member(name)?;
+            if coordinate.len() != field_len {
+                return Err(format!(
+                    "{name} is {} bytes, not the curve's {field_len}",
+                    coordinate.len()
+                ));
+            }
+            point.extend(coordinate);
+        }
         Ok(point)
     };
     let key = match algorithm {
@@ -476,13 +487,13 @@ fn jwk_public_key(
             if kty != Some("EC") || crv != Some("P-256") {
                 return Err(format!("a {algorithm} key must have kty EC and crv P-256"));
             }
-            VerifyingKey::p256(&ec_point()?)
+            VerifyingKey::p256(&ec_point(32)?)
         }
         Algorithm::EcdsaP384Sha384 => {
             if kty != Some("EC") || crv != Some("P-384") {
                 return Err(format!("a {algorithm} key must have kty EC and crv P-384"));
             }
-            VerifyingKey::p384(&ec_point()?)
+            VerifyingKey::p384(&ec_point(48)?)
         }
         Algorithm::Ed25519 => {
             if kty != Some("OKP") || crv != Some("Ed25519") {
