@@ -34,12 +34,12 @@ use crate::pb::signer_service_server::SignerServiceServer;
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
-/// Longest wait at shutdown for Sign tasks to release the audit log.
+/// Maximum wait at shutdown for Sign tasks to release the audit log.
 const AUDIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// First wait before opening an unavailable token again; each failure
 /// doubles it up to [`RECONNECT_BACKOFF_MAX`].
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
-/// Longest wait between attempts to open an unavailable token.
+/// Maximum wait between attempts to open an unavailable token.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Most concurrent HTTP/2 streams on one connection: far more than one

@@ -13,11 +13,10 @@
 //! # Generations
 //!
 //! Every connection to the token has a generation number. Object handles
-//! are only meaningful within the connection that found them, so callers
-//! that cache handles pass their generation to [`SessionPool::run_at`],
-//! which refuses work from an older generation instead of using its
-//! handles on a newer connection, where the same numbers may name other
-//! objects.
+//! are only meaningful within the connection that found them. Callers that
+//! cache handles therefore pass their generation to
+//! [`SessionPool::run_at`], which rejects work from an older generation:
+//! on a newer connection the same handle numbers may name other objects.
 //!
 //! # Reconnecting
 //!
@@ -40,12 +39,12 @@ use tracing::{debug, error, info, warn};
 use super::{Access, HsmError, Recovery, Token};
 use crate::config::HsmConfig;
 
-/// Longest wait for in-flight calls to return before a reconnection. A
+/// Maximum wait for in-flight calls to return before a reconnection. A
 /// call that takes longer is stuck in the module, and finalizing the module
 /// under it is unsafe, so the reconnection fails and is retried later.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest wait at shutdown for in-flight calls before the sessions are
+/// Maximum wait at shutdown for in-flight calls before the sessions are
 /// closed. The requests that made them have passed the drain deadline
 /// already, so this wait is short.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -118,7 +117,7 @@ impl Abandon {
 pub struct LinkStatus {
     /// The generation of the current connection.
     pub generation: u64,
-    /// Why the token cannot be used, while it cannot.
+    /// The reason the token cannot be used, while it cannot.
     pub fault: Option<String>,
 }
 
@@ -191,12 +190,12 @@ impl SessionPool {
         self.permits.available_permits()
     }
 
-    /// The generation of the current connection.
+    /// Returns the generation of the current connection.
     pub fn generation(&self) -> u64 {
         self.status.borrow().generation
     }
 
-    /// Why the token cannot be used, or `None` while it can.
+    /// Returns the reason the token cannot be used, or `None` while it can.
     pub fn fault(&self) -> Option<String> {
         self.status.borrow().fault.clone()
     }
@@ -206,7 +205,7 @@ impl SessionPool {
         self.status.subscribe()
     }
 
-    /// How many reconnections have succeeded since the pool opened.
+    /// Returns the number of reconnections that succeeded since the pool opened.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
     }
@@ -311,7 +310,7 @@ impl SessionPool {
     }
 
     /// Recovers from `error`, which work on the connection of `generation`
-    /// returned, as its [`Recovery`] class says: logs in again, or
+    /// returned, as its [`Recovery`] class requires: logs in again, or
     /// reconnects. Several callers that saw the same failure cause one
     /// recovery: a caller whose generation is already out of date returns
     /// at once.
@@ -349,7 +348,7 @@ impl SessionPool {
         self.reconnect_locked().await
     }
 
-    /// Reconnects; the caller holds `recovering`.
+    /// Reconnects. The caller must have locked `recovering`.
     async fn reconnect_locked(self: &Arc<Self>) -> Result<(), HsmError> {
         if self.pin_rejected.load(Ordering::Acquire) {
             return Err(self.disconnected());
