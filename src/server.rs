@@ -777,16 +777,16 @@ async fn refresh_loop(
     let mut link = pool.subscribe();
     let mut snapshots = signer.subscribe();
     let mut backoff = RECONNECT_BACKOFF_MIN;
+    let mut ready_since: Option<Instant> = None;
     let mut was_ready = false;
     // The first pass evaluates the snapshot that start-up read.
     let mut read_now = false;
     loop {
-        if let Some(fault) = pool.fault() {
-            match pool.reconnect(pool.generation()).await {
-                Ok(()) => {
-                    backoff = RECONNECT_BACKOFF_MIN;
-                    read_now = true;
-                }
+        // Reconnect only when the backoff has run out: a wake-up because a
+        // request marked the token unavailable does not count as a retry.
+        if read_now && let Some(fault) = pool.fault() {
+            match pool.retry_connection().await {
+                Ok(()) => read_now = true,
                 Err(error) => debug!(%error, previous = %fault, "the token is still unavailable"),
             }
         }
@@ -829,8 +829,16 @@ async fn refresh_loop(
             }
             was_ready = ready;
         }
+        // The backoff starts again only once the token has worked for a
+        // while, so that a token that fails right after each reconnection
+        // is retried less and less often.
         if ready {
-            backoff = RECONNECT_BACKOFF_MIN;
+            let since = *ready_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RECONNECT_BACKOFF_MAX {
+                backoff = RECONNECT_BACKOFF_MIN;
+            }
+        } else {
+            ready_since = None;
         }
         let wait = if fault.is_some() {
             let wait = backoff;

@@ -1408,3 +1408,48 @@ async fn failed_sign_init_is_logged_as_sign_init() {
         fixture.log()
     );
 }
+
+/// A token that opens but fails every signature must not be reconnected
+/// by every request: after one reconnection the pool stops serving and
+/// retries with a growing backoff, and it serves again once the token
+/// signs.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_token_backs_off() {
+    let fixture = start().await;
+    let before = fixture.control.counts();
+    fixture.control.set(&["C_Sign CKR_DEVICE_ERROR"]);
+
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut failures = 0;
+    while Instant::now() < deadline {
+        let status = fixture.sign("always-failing").await.expect_err("fails");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let during = fixture.control.counts();
+    let initialized = calls_since(&before, &during, "C_Initialize").calls;
+    // One reconnection by the first request, then retries after 0.25,
+    // 0.5, 1 and 2 s: far fewer than the requests.
+    assert!(
+        (1..=6).contains(&initialized),
+        "{initialized} reconnections for {failures} requests: {during:?}"
+    );
+    assert!(failures > 50, "{failures} requests");
+    wait_health(
+        &fixture.server,
+        ServingStatus::NotServing,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(metric(&fixture.server, TOKEN_READY).await, Some(0.0));
+
+    fixture.control.set(&[]);
+    wait_health(
+        &fixture.server,
+        ServingStatus::Serving,
+        Duration::from_secs(20),
+    )
+    .await;
+    fixture.sign_and_verify("after-backoff").await;
+}

@@ -44,6 +44,10 @@ use crate::config::HsmConfig;
 /// under it is unsafe, so the reconnection fails and is retried later.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Shortest time between two reconnections that requests cause. A token
+/// that fails again sooner is left to the owner's retries with backoff.
+const MIN_RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Maximum wait at shutdown for in-flight calls before the sessions are
 /// closed. The requests that made them have passed the drain deadline
 /// already, so this wait is short.
@@ -135,6 +139,8 @@ pub struct SessionPool {
     /// further login would count towards locking it, so the pool stops
     /// trying until the service restarts with a corrected PIN.
     pin_rejected: AtomicBool,
+    /// When the last reconnection succeeded.
+    last_reconnect: Mutex<Option<Instant>>,
 }
 
 /// The current connection, or the reason there is none.
@@ -177,6 +183,7 @@ impl SessionPool {
             status,
             reconnects: AtomicU64::new(0),
             pin_rejected: AtomicBool::new(false),
+            last_reconnect: Mutex::new(None),
         }))
     }
 
@@ -340,11 +347,40 @@ impl SessionPool {
 
     /// Closes the connection of `generation` and opens the token again,
     /// unless another caller already replaced that connection.
+    ///
+    /// A token that fails again within [`MIN_RECONNECT_INTERVAL`] of a
+    /// reconnection is not reconnected at once: the pool is marked
+    /// unavailable instead, so that health turns NOT_SERVING and the
+    /// owner's retries with backoff take over, rather than every request
+    /// reconnecting.
     pub async fn reconnect(self: &Arc<Self>, generation: u64) -> Result<(), HsmError> {
         let _guard = self.recovering.lock().await;
         if self.generation() != generation && self.fault().is_none() {
             return Ok(());
         }
+        let recent = self
+            .last_reconnect
+            .lock()
+            .map_err(|_| HsmError::Poisoned)?
+            .is_some_and(|at| at.elapsed() < MIN_RECONNECT_INTERVAL);
+        if recent && self.fault().is_none() {
+            let reason = format!(
+                "the token failed again within {} s of a reconnection",
+                MIN_RECONNECT_INTERVAL.as_secs()
+            );
+            warn!(%reason, "not reconnecting at once; retrying with backoff");
+            self.status
+                .send_modify(|status| status.fault = Some(reason.clone()));
+            return Err(HsmError::Disconnected { reason });
+        }
+        self.reconnect_locked().await
+    }
+
+    /// Closes the connection and opens the token again, however recently
+    /// that was last done. For the owner's retries, which have their own
+    /// backoff.
+    pub async fn retry_connection(self: &Arc<Self>) -> Result<(), HsmError> {
+        let _guard = self.recovering.lock().await;
         self.reconnect_locked().await
     }
 
@@ -417,6 +453,9 @@ impl SessionPool {
                 link.idle = sessions;
                 drop(link);
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.last_reconnect.lock() {
+                    *last = Some(Instant::now());
+                }
                 info!(generation, "reconnected to the token");
                 self.status.send_replace(LinkStatus {
                     generation,
