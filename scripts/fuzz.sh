@@ -66,7 +66,7 @@ run_target() {
     fi
     mkdir -p "$work/$target"
     local status=0
-    cargo fuzz run "${build_options[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
+    RUST_BACKTRACE=1 cargo fuzz run "${build_options[@]}" "$target" "$work/$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         "${extra[@]}" >"$work/$target.log" 2>&1 || status=$?
     echo "$status" >"$work/$target.status"
@@ -84,8 +84,15 @@ report_target() {
         echo "$target: passed, ${runs:-?} inputs at ${rate:-?} per second"
         return 0
     fi
-    echo "$target: FAILED (exit status $status); libFuzzer output:"
-    grep -v -e '^#[0-9]' -e '^INFO:' "$work/$target.log" | tail -n 80 | sed 's/^/    /'
+    echo "$target: FAILED (exit status $status)"
+    # The panic message and its stack, or libFuzzer's report of a timeout
+    # or of the memory limit; the end of the log when neither is there.
+    local pattern='panicked at|^==[0-9]+== ERROR: libFuzzer'
+    if grep -q -E "$pattern" "$work/$target.log"; then
+        grep -m 1 -A 60 -E "$pattern" "$work/$target.log" | sed 's/^/    /'
+    else
+        tail -n 40 "$work/$target.log" | sed 's/^/    /'
+    fi
     local artifacts
     artifacts=$(find "fuzz/artifacts/$target" -type f -newer "$work/start" 2>/dev/null || true)
     if [[ -n $artifacts ]]; then

@@ -142,8 +142,7 @@ fn check_jwk_key(entry: &Map<String, Value>, key: &PublishedKey) {
     }
 
     // RFC 7518, section 6.2.1.2: `x` and `y` are each the full coordinate
-    // length. NOTE: `from_jwks` does not check their lengths yet, so the
-    // input in fuzz/regressions/jwks/ fails here.
+    // length, so no other split of the same point names the key.
     if matches!(
         key.public_key,
         VerifyingKey::P256(_) | VerifyingKey::P384(_)
