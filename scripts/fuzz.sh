@@ -85,8 +85,8 @@ report_target() {
         return 0
     fi
     echo "$target: FAILED (exit status $status)"
-    # The panic message and its stack, or libFuzzer's report of a timeout
-    # or of the memory limit; the end of the log when neither is there.
+    # Print the panic message and its stack, or libFuzzer's report of a
+    # timeout or of the memory limit. Without either, print the log's end.
     local pattern='panicked at|^==[0-9]+== ERROR: libFuzzer'
     if grep -q -E "$pattern" "$work/$target.log"; then
         grep -m 1 -A 60 -E "$pattern" "$work/$target.log" | sed 's/^/    /'
