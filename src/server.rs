@@ -794,7 +794,7 @@ async fn refresh_loop(
         if read_now && pool.fault().is_none() {
             let generation = pool.generation();
             if let Err(error) = signer.refresh().await {
-                // Requests may not reach the token while health says
+                // Requests may not reach the token while health reports
                 // NOT_SERVING, so the loop recovers from a failed read
                 // itself instead of waiting for a request to do so.
                 if error.recovery() != Recovery::None

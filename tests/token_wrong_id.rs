@@ -38,7 +38,7 @@ async fn wrong_id_is_skipped_by_service_and_cli() {
     }
     drop(session);
 
-    // Without a usable default key the service starts only when told to
+    // Without a usable default key the service starts only when configured to
     // wait for one.
     let config = std::fs::read_to_string(token.config()).expect("config");
     let config = config.replace("[signing]\n", "[signing]\nwait_for_default_key = true\n");

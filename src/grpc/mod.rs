@@ -243,8 +243,8 @@ impl pb::signer_service_server::SignerService for SignerApi {
     ) -> Result<Response<pb::SignResponse>, Status> {
         // tonic drops this future when the client cancels or its deadline
         // passes. The work runs in its own task, which finishes and
-        // records whatever the token did; the flag tells it that nobody
-        // is waiting for the answer.
+        // records whatever the token did; the flag marks that the client
+        // no longer waits for the response.
         let (gone_sender, client_gone) = watch::channel(false);
         let mut waiting = SetOnDrop(Some(gone_sender));
         let inner = Arc::clone(&self.inner);

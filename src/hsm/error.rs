@@ -98,7 +98,7 @@ pub enum HsmError {
         /// The error from the binding.
         #[source]
         source: CkError,
-        /// What was found wrong with the module's own configuration.
+        /// The problem found in the module's own configuration.
         hint: Option<String>,
         /// Whether the hint names a configuration mistake, rather than a
         /// missing or unreadable token.
@@ -196,7 +196,7 @@ impl HsmError {
             )
     }
 
-    /// What it takes to retry the failed call with a chance of success.
+    /// Returns the recovery that gives a retry of the failed call a chance of success.
     pub fn recovery(&self) -> Recovery {
         if self.is_stale_handle() {
             return Recovery::Lookup;
@@ -229,7 +229,7 @@ impl HsmError {
 /// How to recover from a failed PKCS#11 call before retrying it once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Recovery {
-    /// Retrying cannot help: the request itself, or the token's answer to
+    /// Retrying cannot help: the request itself, or the token's response to
     /// it, is the problem.
     None,
     /// The session broke; the pool has closed it, and a retry gets a fresh

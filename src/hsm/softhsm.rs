@@ -1,6 +1,6 @@
 //! Explanations for SoftHSM2 failing to initialize.
 //!
-//! SoftHSM answers `C_Initialize` with a bare `CKR_GENERAL_ERROR` when its
+//! SoftHSM fails `C_Initialize` with a bare `CKR_GENERAL_ERROR` when its
 //! configuration file or token directory is missing or unreadable, and
 //! logs the reason to syslog, where operators rarely look. These checks
 //! repeat what SoftHSM checks, so that the error names the file to fix.
@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 /// The configuration file SoftHSM reads when `SOFTHSM2_CONF` is unset.
 const DEFAULT_CONF: &str = "/etc/softhsm/softhsm2.conf";
 
-/// Why SoftHSM cannot initialize.
+/// The reason SoftHSM cannot initialize.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Diagnosis {
-    /// What is wrong, naming the file.
+    /// The problem, naming the file.
     pub(super) message: String,
     /// Whether the configuration file is at fault, rather than the token
     /// directory it names.

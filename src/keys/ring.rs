@@ -171,7 +171,7 @@ impl Snapshot {
         self
     }
 
-    /// The token connection that the object handles belong to.
+    /// Returns the token connection that the object handles belong to.
     pub fn generation(&self) -> u64 {
         self.generation
     }
