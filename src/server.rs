@@ -54,6 +54,10 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// them: a defence against rapid-reset floods.
 const MAX_PENDING_RESET_STREAMS: usize = 64;
 
+/// The health service name that reports whether the process is alive,
+/// whatever the state of the token or the audit log.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// How often the audit log's health is checked, and a failed log is
 /// retried: readiness follows a disk fault or its repair within this time.
 const AUDIT_WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -372,6 +376,12 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status("", ServingStatus::NotServing)
+        .await;
+    // A liveness probe asks for this name. It stays SERVING while the
+    // process runs, because a restart cannot bring back a token or a disk
+    // that the service is already waiting for.
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
         .await;
     health
         .set_not_serving::<SignerServiceServer<SignerApi>>()

@@ -295,6 +295,18 @@ async fn the_health_listener_serves_health_only() {
         status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    let liveness = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .expect("liveness answers")
+        .into_inner()
+        .status;
+    assert_eq!(
+        liveness,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let mut signer = hallmark::pb::signer_service_client::SignerServiceClient::new(channel);
     let refused = signer.sign(request()).await.expect_err("no Sign here");
     assert_eq!(refused.code(), Code::Unimplemented);

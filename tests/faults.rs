@@ -767,6 +767,8 @@ async fn removed_token_directory_stops_serving_until_restored() {
     }
     wait_health(&server, ServingStatus::NotServing, Duration::from_secs(5)).await;
     assert_eq!(metric(&server, TOKEN_READY).await, Some(0.0));
+    // The process is alive and waiting for the token: no restart needed.
+    assert_eq!(server.health("liveness").await, ServingStatus::Serving);
     assert_unavailable(sign_on(&server, "still-removed").await);
 
     std::fs::rename(&moved, &tokens).expect("token directory can be renamed back");

@@ -211,6 +211,7 @@ async fn health_turns_serving_when_key_appears() {
         server.health("hallmark.v1.SignerService").await,
         ServingStatus::NotServing
     );
+    assert_eq!(server.health("liveness").await, ServingStatus::Serving);
     let mut client = server.client().await;
     let status = client
         .sign(sign_request(vec![1; 32], ""))
