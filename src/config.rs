@@ -97,6 +97,14 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 /// Upper bound of `server.max_pending`.
 pub const MAX_MAX_PENDING: usize = 1 << 20;
 
+/// Default most digests in one SignBatch call. A batch holds one session
+/// for all its digests, so a large one delays the requests queued behind
+/// it: 256 RSA-4096 signatures take about a second and a half on SoftHSM.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// Upper bound of `signing.max_batch`.
+pub const MAX_MAX_BATCH: usize = 4096;
+
 /// A listen address: TCP `host:port` or a Unix domain socket `unix:PATH`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -234,6 +242,8 @@ pub struct Config {
     /// Whether the service starts, not serving, when the default key has no
     /// active version, instead of exiting.
     pub wait_for_default_key: bool,
+    /// Most digests in one SignBatch call.
+    pub max_batch: usize,
     /// Policy of every configured key name. Requests may only use these names.
     pub keys: BTreeMap<KeyName, KeyPolicy>,
     /// Whether this instance rotates keys on schedule. With several
@@ -383,6 +393,7 @@ struct RawSigning {
     default_key: Option<String>,
     refresh_interval: Option<String>,
     wait_for_default_key: Option<bool>,
+    max_batch: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,6 +557,12 @@ impl<'a> Builder<'a> {
             }
         }
         let wait_for_default_key = raw.signing.wait_for_default_key.unwrap_or(false);
+        let max_batch = raw.signing.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
+        if !(1..=MAX_MAX_BATCH).contains(&max_batch) {
+            self.problem(format!(
+                "signing.max_batch: {max_batch} is outside 1..={MAX_MAX_BATCH}"
+            ));
+        }
         let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
         let rotation_check_interval = match raw.rotation.check_interval {
             None => DEFAULT_ROTATION_CHECK_INTERVAL,
@@ -606,6 +623,7 @@ impl<'a> Builder<'a> {
                 default_key,
                 refresh_interval,
                 wait_for_default_key,
+                max_batch,
                 keys,
                 rotation_enabled,
                 rotation_check_interval,
@@ -1206,6 +1224,23 @@ mod tests {
             config.keys.values().next().map(|p| p.salt),
             Some(SaltSetting::Bytes(222))
         );
+    }
+
+    #[test]
+    fn max_batch_has_a_default_and_bounds() {
+        let config = parse_with(MINIMAL, &[], &Overrides::default()).expect("valid");
+        assert_eq!(config.max_batch, DEFAULT_MAX_BATCH);
+        let text = format!("[signing]\nmax_batch = 16\n{MINIMAL}");
+        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
+        assert_eq!(config.max_batch, 16);
+        for bad in [0, MAX_MAX_BATCH + 1] {
+            let text = format!("[signing]\nmax_batch = {bad}\n{MINIMAL}");
+            let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+            assert_eq!(
+                problems,
+                vec![format!("signing.max_batch: {bad} is outside 1..=4096")]
+            );
+        }
     }
 
     #[test]

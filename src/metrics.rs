@@ -30,6 +30,10 @@ pub struct Metrics {
     /// `hallmark_sign_duration_seconds{key_name}`: time from request to
     /// response inside the service.
     pub sign_duration: HistogramVec,
+    /// `hallmark_sign_batch_duration_seconds{key_name}`: time from a
+    /// SignBatch request to its response. Each of its digests also counts
+    /// in `hallmark_sign_requests_total`.
+    pub sign_batch_duration: HistogramVec,
     /// `hallmark_hsm_sign_duration_seconds{key_name}`: time of the C_Sign
     /// call, including the wait for a pooled session.
     pub hsm_sign_duration: HistogramVec,
@@ -74,7 +78,7 @@ impl Metrics {
         let sign_requests = IntCounterVec::new(
             Opts::new(
                 "hallmark_sign_requests_total",
-                "Sign requests by key name and gRPC code.",
+                "Digests to sign, from Sign and SignBatch, by key name and gRPC code.",
             ),
             &["key_name", "code"],
         )?;
@@ -82,6 +86,14 @@ impl Metrics {
             HistogramOpts::new(
                 "hallmark_sign_duration_seconds",
                 "Time to answer a Sign request, from receipt to response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["key_name"],
+        )?;
+        let sign_batch_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "hallmark_sign_batch_duration_seconds",
+                "Time to answer a SignBatch request, from receipt to response.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["key_name"],
@@ -180,6 +192,7 @@ impl Metrics {
 
         registry.register(Box::new(sign_requests.clone()))?;
         registry.register(Box::new(sign_duration.clone()))?;
+        registry.register(Box::new(sign_batch_duration.clone()))?;
         registry.register(Box::new(hsm_sign_duration.clone()))?;
         registry.register(Box::new(self_check_failures.clone()))?;
         registry.register(Box::new(token_ready.clone()))?;
@@ -199,6 +212,7 @@ impl Metrics {
             registry,
             sign_requests,
             sign_duration,
+            sign_batch_duration,
             hsm_sign_duration,
             self_check_failures,
             token_ready,

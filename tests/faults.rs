@@ -1455,3 +1455,94 @@ async fn failing_token_backs_off() {
     .await;
     fixture.sign_and_verify("after-backoff").await;
 }
+
+/// Sends a SignBatch of the digests of `request_ids` to the fixture's
+/// server with the default key.
+async fn sign_batch(fixture: &Fixture, request_ids: &[String]) -> pb::SignBatchResponse {
+    let request = pb::SignBatchRequest {
+        items: request_ids
+            .iter()
+            .map(|id| pb::SignBatchItem {
+                digest: digest_of(id),
+                request_id: id.clone(),
+            })
+            .collect(),
+        hash_algorithm: pb::HashAlgorithm::Sha256 as i32,
+        key_name: String::new(),
+        signature_encoding: 0,
+    };
+    fixture
+        .server
+        .client()
+        .await
+        .sign_batch(request)
+        .await
+        .unwrap_or_else(|status| panic!("SignBatch failed: {status:?}; log:\n{}", fixture.log()))
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_resumes_on_a_fresh_session_after_an_invalidated_one() {
+    let fixture = start().await;
+    let ids: Vec<String> = (0..5).map(|n| format!("batch-{n}")).collect();
+    let before = fixture.control.counts();
+    // Each signature is one C_SignInit and two C_Sign calls (length, then
+    // signature): the fifth C_Sign is the third digest's first call.
+    fixture
+        .control
+        .set(&["C_Sign CKR_SESSION_HANDLE_INVALID skip=4 times=1"]);
+    let response = sign_batch(&fixture, &ids).await;
+    for (id, result) in ids.iter().zip(&response.results) {
+        assert_eq!(result.error, None, "{id}");
+        verify(&fixture.public_key, id, &result.signature);
+    }
+    let after = fixture.control.counts();
+    // Two digests signed, the third failed, then three signed on a new
+    // session: no digest was signed twice.
+    assert_eq!(calls_since(&before, &after, "C_SignInit"), call_count(6, 0));
+    assert_eq!(calls_since(&before, &after, "C_Sign"), call_count(11, 1));
+    // The session whose handle broke was closed, not put back.
+    assert_eq!(
+        calls_since(&before, &after, "C_CloseSession"),
+        call_count(1, 0)
+    );
+    assert_eq!(
+        fixture
+            .logged(
+                &["signing a batch failed; recovering and retrying the rest once"],
+                1
+            )
+            .await,
+        1,
+        "{}",
+        fixture.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_keeps_what_was_signed_before_the_token_failed() {
+    let fixture = start().await;
+    let ids: Vec<String> = (0..4).map(|n| format!("kept-{n}")).collect();
+    // The second digest's first C_Sign, and every call after it, fail.
+    fixture.control.set(&["C_Sign CKR_DEVICE_ERROR skip=2"]);
+    let response = sign_batch(&fixture, &ids).await;
+    assert_eq!(response.results[0].error, None);
+    verify(&fixture.public_key, &ids[0], &response.results[0].signature);
+    for result in &response.results[1..] {
+        let error = result.error.as_ref().expect("the token failed");
+        assert_eq!(error.code, Code::Unavailable as i32, "{result:?}");
+        assert_eq!(error.message, UNAVAILABLE_MESSAGE);
+        assert!(result.signature.is_empty());
+    }
+    // The signed digest has its key; the others carry none in the audit
+    // log, and the request counter shows one OK and three UNAVAILABLE.
+    let metrics = fixture.server.metrics().await;
+    let count = |code: &str| {
+        sample(
+            &metrics,
+            &format!(r#"hallmark_sign_requests_total{{code="{code}",key_name="default"}}"#),
+        )
+    };
+    assert_eq!(count("OK"), Some(1.0), "{metrics}");
+    assert_eq!(count("UNAVAILABLE"), Some(3.0), "{metrics}");
+}

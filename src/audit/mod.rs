@@ -292,6 +292,33 @@ impl AuditLog {
         self.wait(acknowledged, self.config.append_timeout).await?
     }
 
+    /// Records several Sign requests, in order, with one write and one
+    /// sync, and returns their `seq`s once they are durable. Either every
+    /// record is written or none is.
+    ///
+    /// # Errors
+    ///
+    /// As for [`AuditLog::append`].
+    pub async fn append_all(&self, events: Vec<SignEvent>) -> Result<Vec<u64>, AuditError> {
+        let mut items = Vec::with_capacity(events.len());
+        let mut receivers = Vec::with_capacity(events.len());
+        for mut event in events {
+            event.truncate_to_limits();
+            let (ack, acknowledged) = oneshot::channel();
+            items.push((event, ack));
+            receivers.push(acknowledged);
+        }
+        self.submit(Command::AppendAll(items))?;
+        let timeout = self.config.append_timeout;
+        let mut seqs = Vec::with_capacity(receivers.len());
+        // The records are acknowledged together, so the first wait covers
+        // the others, and each later one returns at once.
+        for acknowledged in receivers {
+            seqs.push(self.wait(acknowledged, timeout).await??);
+        }
+        Ok(seqs)
+    }
+
     /// Writes a checkpoint of the records so far, signed by `sign`, and
     /// returns its `seq`.
     ///

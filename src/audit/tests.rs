@@ -44,6 +44,38 @@ async fn appends_build_a_chain() {
 }
 
 #[tokio::test]
+async fn a_group_of_appends_is_one_sync() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let log = AuditLog::open(config(dir.path())).expect("opens");
+    assert_eq!(log.append(event(1)).await.expect("appends"), 1);
+    let syncs = log.stats().syncs;
+    let seqs = log
+        .append_all((2..=5).map(event).collect())
+        .await
+        .expect("appends");
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    assert_eq!(log.stats().syncs, syncs + 1);
+    // A group that fails is written not at all, and the next continues the
+    // chain from the last acknowledged record.
+    log.inject_write_failures(1);
+    assert!(log.append_all(vec![event(6), event(7)]).await.is_err());
+    assert_eq!(
+        log.append_all(vec![event(8)]).await.expect("appends"),
+        vec![6]
+    );
+    log.close().await.expect("closes");
+
+    let records = read_records(dir.path());
+    let bodies: Vec<Body> = records.iter().map(|r| r.body.clone()).collect();
+    let expected: Vec<Body> = [1, 2, 3, 4, 5, 8]
+        .into_iter()
+        .map(|n| Body::Sign(event(n)))
+        .collect();
+    assert_eq!(bodies, expected);
+    assert_eq!(check(dir.path()).records, 6);
+}
+
+#[tokio::test]
 async fn files_are_private_to_the_user_and_group() {
     use std::os::unix::fs::PermissionsExt;
 

@@ -41,6 +41,9 @@ pub(super) enum Command {
         /// Receives the outcome.
         ack: Ack,
     },
+    /// Write sign records together, in order and in the same batch, each
+    /// acknowledged on its own channel.
+    AppendAll(Vec<(SignEvent, Ack)>),
     /// Write a checkpoint, as [`CheckpointRequest`] describes.
     Checkpoint(CheckpointRequest),
     /// Flush, report through `stalled`, and block until `release` sends or
@@ -192,6 +195,14 @@ impl Writer {
                 body: Body::Sign(event),
                 ack,
             }),
+            Command::AppendAll(events) => {
+                let time = now_micros();
+                pending.extend(events.into_iter().map(|(event, ack)| Pending {
+                    time,
+                    body: Body::Sign(event),
+                    ack,
+                }));
+            }
             Command::Checkpoint(request) => {
                 self.flush(std::mem::take(pending));
                 self.checkpoint(request);

@@ -234,6 +234,19 @@ impl Policy {
 
     /// Decides whether `identity` may sign with `key` at `now`.
     pub fn check(&self, identity: &Identity, key: &KeyName, now: Instant) -> Decision {
+        self.check_many(identity, key, 1, now)
+    }
+
+    /// Decides whether `identity` may sign `count` digests with `key` at
+    /// `now`. Each digest counts against the caller's rate, and a batch is
+    /// admitted whole or not at all.
+    pub fn check_many(
+        &self,
+        identity: &Identity,
+        key: &KeyName,
+        count: u32,
+        now: Instant,
+    ) -> Decision {
         if self.rules.is_empty() {
             return if identity.is_local() {
                 Decision::Allowed {
@@ -258,7 +271,7 @@ impl Policy {
             bucket
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .try_take(now)
+                .try_take_many(count, now)
         });
         if within_rate {
             Decision::Allowed { caller }

@@ -32,12 +32,19 @@ impl TokenBucket {
 
     /// Takes a token if one is available at `now`.
     pub fn try_take(&mut self, now: Instant) -> bool {
+        self.try_take_many(1, now)
+    }
+
+    /// Takes `count` tokens if that many are available at `now`, or none.
+    /// A count above the burst never succeeds.
+    pub fn try_take_many(&mut self, count: u32, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
         self.tokens =
             (self.tokens + elapsed * self.limit.per_second).min(f64::from(self.limit.burst));
         self.updated = self.updated.max(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let wanted = f64::from(count);
+        if self.tokens >= wanted {
+            self.tokens -= wanted;
             true
         } else {
             false
@@ -68,6 +75,13 @@ mod tests {
         // A tenth of a second refills exactly one token.
         let next = later + Duration::from_millis(100);
         assert!(bucket.try_take(next));
+        // A batch takes its whole count or nothing.
+        let refilled = next + Duration::from_secs(10);
+        assert!(!bucket.try_take_many(4, refilled));
+        assert!(bucket.try_take_many(2, refilled));
+        assert!(!bucket.try_take_many(2, refilled));
+        assert!(bucket.try_take(refilled));
+        assert!(!bucket.try_take(refilled));
         assert!(!bucket.try_take(next));
     }
 }

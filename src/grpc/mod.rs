@@ -15,11 +15,13 @@ use crate::audit::{AuditLog, HashAlgorithm, SignEvent};
 use crate::caller::{Decision, Identity, Policy};
 use crate::config::Config;
 use crate::hsm::{Abandon, HsmError};
-use crate::keys::{KeyName, KeyState, KeyVersion, Signer};
+use crate::keys::{KeyName, KeyState, KeyVersion, SignError, Signer};
 use crate::metrics::Metrics;
 use crate::pb;
 
-pub use request::{SignParams, validate_sign};
+pub use request::{
+    BatchItem, BatchParams, SignParams, echoed_request_id, validate_batch, validate_sign,
+};
 pub use status::code_name;
 
 /// Implements `hallmark.v1.SignerService`.
@@ -234,6 +236,332 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Validates, authorizes, signs and records one SignBatch request.
+    ///
+    /// Every item gets an audit record, written together with one sync,
+    /// and counts as one digest in the request metrics. Like
+    /// [`Inner::sign`], it runs to the end when the client goes away.
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignBatchRequest>,
+        client_gone: watch::Receiver<bool>,
+    ) -> Result<pb::SignBatchResponse, Status> {
+        let started = Instant::now();
+        let validated = validate_batch(request.get_ref(), &self.config);
+        let metric_key = match &validated {
+            Ok(params) => params.key_name.as_str().to_owned(),
+            Err(_) => label_for_raw_name(&request.get_ref().key_name, &self.config),
+        };
+        let identity = Identity::of(&request);
+        let deadline = grpc_timeout(request.metadata()).map(|t| started + t);
+        let abandon = Abandon::new(deadline, client_gone.clone());
+        let mut caller = String::new();
+        let result = match &validated {
+            Ok(params) => {
+                tracing::Span::current().record("key_name", params.key_name.as_str());
+                self.admit_and_sign_batch(
+                    &identity,
+                    request.get_ref(),
+                    params,
+                    &abandon,
+                    &mut caller,
+                )
+                .await
+            }
+            Err(status) => Err(status.clone()),
+        };
+        let gone = *client_gone.borrow();
+        let events = batch_events(request.get_ref(), &identity, &caller, &result, gone);
+        let result = self.record_all(events, result).await;
+
+        let codes: Vec<tonic::Code> = match &result {
+            _ if gone => vec![tonic::Code::Cancelled; request.get_ref().items.len().max(1)],
+            Ok(response) => response
+                .results
+                .iter()
+                .map(|item| {
+                    item.error
+                        .as_ref()
+                        .map_or(tonic::Code::Ok, |e| tonic::Code::from(e.code))
+                })
+                .collect(),
+            Err(status) => vec![status.code(); request.get_ref().items.len().max(1)],
+        };
+        for code in codes {
+            self.metrics
+                .sign_requests
+                .with_label_values(&[metric_key.as_str(), code_name(code)])
+                .inc();
+        }
+        self.metrics
+            .sign_batch_duration
+            .with_label_values(&[metric_key.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Authorizes, admits and signs the valid items of a batch.
+    async fn admit_and_sign_batch(
+        &self,
+        identity: &Identity,
+        request: &pb::SignBatchRequest,
+        params: &BatchParams,
+        abandon: &Abandon,
+        caller: &mut String,
+    ) -> Result<pb::SignBatchResponse, Status> {
+        if self.config.checkpoint_key.as_ref() == Some(&params.key_name) {
+            return Err(Status::permission_denied(format!(
+                "key {:?} signs audit checkpoints only",
+                params.key_name.as_str()
+            )));
+        }
+        let valid: Vec<&BatchItem> = params
+            .items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .collect();
+        // At most signing.max_batch items, which is far below u32::MAX.
+        let count = u32::try_from(valid.len()).unwrap_or(u32::MAX);
+        *caller = self.authorize_many(identity, &params.key_name, count.max(1))?;
+        let _permit = self.pending.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the service has {} requests in progress, its limit; retry with backoff",
+                self.config.max_pending
+            ))
+        })?;
+        if let Err(HsmError::Abandoned { deadline }) = abandon.check() {
+            return Err(if deadline {
+                Status::deadline_exceeded("the request's deadline passed before signing began")
+            } else {
+                Status::cancelled("the client went away before signing began")
+            });
+        }
+        let digests: Vec<Vec<u8>> = valid.iter().map(|item| item.digest.clone()).collect();
+        let mut signed = if digests.is_empty() {
+            None
+        } else {
+            Some(
+                self.signer
+                    .sign_batch(&params.key_name, digests, params.encoding, abandon)
+                    .await?,
+            )
+        };
+        let mut outcomes = signed
+            .as_mut()
+            .map(|batch| std::mem::take(&mut batch.results).into_iter());
+        let mut shared: Option<(Arc<SignError>, pb::ItemError)> = None;
+        let results = params
+            .items
+            .iter()
+            .zip(&request.items)
+            .map(|(item, sent)| {
+                let request_id = echoed_request_id(&sent.request_id);
+                let outcome = match item {
+                    Err(status) => Err(item_error(status)),
+                    Ok(_) => match outcomes.as_mut().and_then(Iterator::next) {
+                        Some(Ok(signature)) => Ok(signature),
+                        Some(Err(error)) => Err(shared_item_error(&mut shared, error)),
+                        None => Err(pb::ItemError {
+                            code: tonic::Code::Internal as i32,
+                            message: "the digest was not signed".into(),
+                        }),
+                    },
+                };
+                match outcome {
+                    Ok(signature) => pb::SignBatchResult {
+                        request_id,
+                        signature,
+                        error: None,
+                    },
+                    Err(error) => pb::SignBatchResult {
+                        request_id,
+                        signature: Vec::new(),
+                        error: Some(error),
+                    },
+                }
+            })
+            .collect();
+        let (key, signed_at, encoding) = match &signed {
+            Some(batch) => (
+                Some(key_version_message(&batch.key, false)),
+                Some(prost_types::Timestamp::from(batch.signed_at)),
+                batch.encoding,
+            ),
+            None => (None, None, None),
+        };
+        Ok(pb::SignBatchResponse {
+            results,
+            key,
+            signed_at,
+            signature_encoding: encoding.map_or(
+                pb::SignatureEncoding::Unspecified,
+                pb::SignatureEncoding::from,
+            ) as i32,
+        })
+    }
+
+    /// Checks the caller against the policy for `count` signatures, and
+    /// counts the decision.
+    fn authorize_many(
+        &self,
+        identity: &Identity,
+        key: &KeyName,
+        count: u32,
+    ) -> Result<String, Status> {
+        if count == 1 {
+            return self.authorize(identity, key);
+        }
+        let decision = self.policy.check_many(identity, key, count, Instant::now());
+        self.metrics
+            .caller_requests
+            .with_label_values(&[decision.caller(), decision.outcome()])
+            .inc();
+        match decision {
+            Decision::Allowed { caller } => Ok(caller),
+            Decision::Denied { caller } => {
+                warn!(%identity, caller, key_name = %key, "caller denied");
+                Err(Status::permission_denied(format!(
+                    "this caller may not sign with key {:?}",
+                    key.as_str()
+                )))
+            }
+            Decision::RateLimited { caller } => Err(Status::resource_exhausted(format!(
+                "caller {caller:?} is over its rate limit for a batch of {count}; retry with \
+                 backoff, or send smaller batches if the batch exceeds the caller's burst"
+            ))),
+        }
+    }
+
+    /// Records every item of a batch in the audit log, with one sync,
+    /// before the response is sent. If the records cannot be written, no
+    /// signature is returned.
+    async fn record_all(
+        &self,
+        events: Vec<SignEvent>,
+        result: Result<pb::SignBatchResponse, Status>,
+    ) -> Result<pb::SignBatchResponse, Status> {
+        let Some(audit) = &self.audit else {
+            return result;
+        };
+        match audit.append_all(events).await {
+            Ok(_) => result,
+            Err(error) => {
+                self.metrics.audit_write_failures.inc();
+                debug!(%error, "audit records of a batch not written");
+                match result {
+                    Ok(_) => Err(Status::unavailable(
+                        "the audit log cannot be written, so no signature is returned; \
+                         retry with backoff",
+                    )),
+                    failed => failed,
+                }
+            }
+        }
+    }
+}
+
+/// Converts a failed item's status to its wire form.
+fn item_error(status: &Status) -> pb::ItemError {
+    pb::ItemError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    }
+}
+
+/// Converts a signing error to an item error, once per shared error, so
+/// that a failure shared by many items is logged once.
+fn shared_item_error(
+    last: &mut Option<(Arc<SignError>, pb::ItemError)>,
+    error: Arc<SignError>,
+) -> pb::ItemError {
+    if let Some((seen, converted)) = last
+        && Arc::ptr_eq(seen, &error)
+    {
+        return converted.clone();
+    }
+    let converted = item_error(&Status::from(error.as_ref()));
+    *last = Some((error, converted.clone()));
+    converted
+}
+
+/// Builds the audit records of a batch, one per item. When the whole call
+/// failed, every item carries the call's code.
+fn batch_events(
+    request: &pb::SignBatchRequest,
+    identity: &Identity,
+    caller: &str,
+    result: &Result<pb::SignBatchResponse, Status>,
+    gone: bool,
+) -> Vec<SignEvent> {
+    let caller = if caller.is_empty() {
+        identity.to_string()
+    } else {
+        format!("{caller} {identity}")
+    };
+    let hash_algorithm = match pb::HashAlgorithm::try_from(request.hash_algorithm) {
+        Ok(pb::HashAlgorithm::Sha256 | pb::HashAlgorithm::Unspecified) => {
+            Some(HashAlgorithm::Sha256)
+        }
+        Ok(pb::HashAlgorithm::Sha384) => Some(HashAlgorithm::Sha384),
+        _ => None,
+    };
+    let key = result.as_ref().ok().and_then(|r| r.key.as_ref());
+    let event = |item: &pb::SignBatchItem, outcome: tonic::Code, signed: bool| SignEvent {
+        caller: caller.clone(),
+        key_name: match key {
+            Some(key) => key.key_name.clone(),
+            None => capped(&request.key_name),
+        },
+        key_id: key
+            .filter(|_| signed)
+            .map(|k| k.key_id.clone())
+            .unwrap_or_default(),
+        key_version: key.filter(|_| signed).map_or(0, |k| k.version),
+        digest: item
+            .digest
+            .iter()
+            .take(MAX_AUDITED_DIGEST_BYTES)
+            .copied()
+            .collect(),
+        hash_algorithm,
+        request_id: capped(&item.request_id),
+        outcome: if gone {
+            tonic::Code::Cancelled
+        } else {
+            outcome
+        },
+    };
+    // A batch with no items, or more than allowed, was refused whole: one
+    // record stands for it, so that an oversized batch cannot fill the
+    // audit disk.
+    let empty = pb::SignBatchItem::default();
+    match result {
+        Ok(response) => request
+            .items
+            .iter()
+            .zip(&response.results)
+            .map(|(item, result)| {
+                let code = result
+                    .error
+                    .as_ref()
+                    .map_or(tonic::Code::Ok, |e| tonic::Code::from(e.code));
+                event(item, code, result.error.is_none())
+            })
+            .collect(),
+        Err(status) if (1..=MAX_AUDITED_BATCH_ITEMS).contains(&request.items.len()) => request
+            .items
+            .iter()
+            .map(|item| event(item, status.code(), false))
+            .collect(),
+        Err(status) => vec![event(&empty, status.code(), false)],
+    }
+}
+
+/// Most records written for one refused batch. A larger one gets a
+/// single record, whatever its size.
+const MAX_AUDITED_BATCH_ITEMS: usize = crate::config::MAX_MAX_BATCH;
+
 #[tonic::async_trait]
 impl pb::signer_service_server::SignerService for SignerApi {
     #[instrument(skip_all, fields(request_id, key_name))]
@@ -256,6 +584,29 @@ impl pb::signer_service_server::SignerService for SignerApi {
             Ok(result) => result,
             Err(error) => {
                 error!(%error, "the Sign task failed");
+                Err(Status::internal("the request failed inside the service"))
+            }
+        };
+        waiting.0 = None;
+        result.map(Response::new)
+    }
+
+    #[instrument(skip_all, fields(key_name))]
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignBatchRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        let (gone_sender, client_gone) = watch::channel(false);
+        let mut waiting = SetOnDrop(Some(gone_sender));
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(
+            async move { inner.sign_batch(request, client_gone).await }
+                .instrument(tracing::Span::current()),
+        );
+        let result = match task.await {
+            Ok(result) => result,
+            Err(error) => {
+                error!(%error, "the SignBatch task failed");
                 Err(Status::internal("the request failed inside the service"))
             }
         };

@@ -30,55 +30,140 @@ pub struct SignParams {
 /// key name that is not configured.
 pub fn validate_sign(request: &pb::SignRequest, config: &Config) -> Result<SignParams, Status> {
     let request_id = validate_request_id(&request.request_id)?;
-    let (hash_name, expected_len) = match pb::HashAlgorithm::try_from(request.hash_algorithm) {
-        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha256) => ("SHA-256", SHA256_LEN),
-        Ok(pb::HashAlgorithm::Sha384) => ("SHA-384", SHA384_LEN),
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "hash_algorithm {} is not supported; use HASH_ALGORITHM_SHA256 or \
-                 HASH_ALGORITHM_SHA384",
-                request.hash_algorithm
-            )));
-        }
-    };
-    let encoding = match pb::SignatureEncoding::try_from(request.signature_encoding) {
-        Ok(encoding) => SignatureEncoding::from(encoding),
-        Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "signature_encoding {} is not supported; use SIGNATURE_ENCODING_DER or \
-                 SIGNATURE_ENCODING_P1363",
-                request.signature_encoding
-            )));
-        }
-    };
-    if request.digest.len() != expected_len {
-        return Err(Status::invalid_argument(format!(
-            "digest is {} bytes; a {hash_name} digest is {expected_len} bytes",
-            request.digest.len()
-        )));
-    }
-    let digest = request.digest.clone();
-    let key_name = if request.key_name.is_empty() {
-        config.default_key.clone()
-    } else {
-        let name = KeyName::parse(&request.key_name).map_err(|_| unknown_key(&request.key_name))?;
-        if !config.keys.contains_key(&name) {
-            return Err(unknown_key(&request.key_name));
-        }
-        name
-    };
+    let (hash_name, expected_len) = hash_algorithm(request.hash_algorithm)?;
+    let encoding = signature_encoding(request.signature_encoding)?;
+    check_digest(&request.digest, hash_name, expected_len)?;
+    let key_name = key_name(&request.key_name, config)?;
     Ok(SignParams {
-        digest,
+        digest: request.digest.clone(),
         encoding,
         key_name,
         request_id,
     })
 }
 
+/// A validated `SignBatchRequest`. Each item is checked on its own.
+#[derive(Clone, Debug)]
+pub struct BatchParams {
+    /// The encoding requested for ECDSA signatures.
+    pub encoding: SignatureEncoding,
+    /// A configured key name.
+    pub key_name: KeyName,
+    /// One entry per item, in order: the valid digest and request ID, or
+    /// why the item is invalid. Invalid items are not signed.
+    pub items: Vec<Result<BatchItem, Status>>,
+}
+
+/// A valid item of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchItem {
+    /// The digest to sign.
+    pub digest: Vec<u8>,
+    /// The caller's request ID for the item, possibly empty.
+    pub request_id: String,
+}
+
+/// Checks a `SignBatchRequest` against the configuration.
+///
+/// Fails the whole batch with `INVALID_ARGUMENT` for a malformed field
+/// that applies to every item or an item count outside 1..=`max_batch`,
+/// and with `NOT_FOUND` for a key name that is not configured. A malformed
+/// digest or request ID fails only its item.
+pub fn validate_batch(
+    request: &pb::SignBatchRequest,
+    config: &Config,
+) -> Result<BatchParams, Status> {
+    let count = request.items.len();
+    if count == 0 {
+        return Err(Status::invalid_argument(
+            "items is empty; send at least one digest",
+        ));
+    }
+    if count > config.max_batch {
+        return Err(Status::invalid_argument(format!(
+            "items has {count} digests; the maximum is {} (signing.max_batch); split the batch",
+            config.max_batch
+        )));
+    }
+    let (hash_name, expected_len) = hash_algorithm(request.hash_algorithm)?;
+    let encoding = signature_encoding(request.signature_encoding)?;
+    let key_name = key_name(&request.key_name, config)?;
+    let items = request
+        .items
+        .iter()
+        .map(|item| {
+            let request_id = validate_request_id(&item.request_id)?;
+            check_digest(&item.digest, hash_name, expected_len)?;
+            Ok(BatchItem {
+                digest: item.digest.clone(),
+                request_id,
+            })
+        })
+        .collect();
+    Ok(BatchParams {
+        encoding,
+        key_name,
+        items,
+    })
+}
+
+/// Returns the name and digest length of a hash algorithm number.
+fn hash_algorithm(value: i32) -> Result<(&'static str, usize), Status> {
+    match pb::HashAlgorithm::try_from(value) {
+        Ok(pb::HashAlgorithm::Unspecified | pb::HashAlgorithm::Sha256) => {
+            Ok(("SHA-256", SHA256_LEN))
+        }
+        Ok(pb::HashAlgorithm::Sha384) => Ok(("SHA-384", SHA384_LEN)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "hash_algorithm {value} is not supported; use HASH_ALGORITHM_SHA256 or \
+             HASH_ALGORITHM_SHA384"
+        ))),
+    }
+}
+
+/// Returns the encoding that a signature encoding number selects.
+fn signature_encoding(value: i32) -> Result<SignatureEncoding, Status> {
+    match pb::SignatureEncoding::try_from(value) {
+        Ok(encoding) => Ok(SignatureEncoding::from(encoding)),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "signature_encoding {value} is not supported; use SIGNATURE_ENCODING_DER or \
+             SIGNATURE_ENCODING_P1363"
+        ))),
+    }
+}
+
+fn check_digest(digest: &[u8], hash_name: &str, expected_len: usize) -> Result<(), Status> {
+    if digest.len() == expected_len {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "digest is {} bytes; a {hash_name} digest is {expected_len} bytes",
+        digest.len()
+    )))
+}
+
+/// Resolves a requested key name: empty selects the default key.
+fn key_name(raw: &str, config: &Config) -> Result<KeyName, Status> {
+    if raw.is_empty() {
+        return Ok(config.default_key.clone());
+    }
+    let name = KeyName::parse(raw).map_err(|_| unknown_key(raw))?;
+    if !config.keys.contains_key(&name) {
+        return Err(unknown_key(raw));
+    }
+    Ok(name)
+}
+
 fn unknown_key(raw: &str) -> Status {
     // The name is echoed only in escaped, truncated form.
     let shown: String = raw.chars().take(64).collect();
     Status::not_found(format!("key {shown:?} is not configured"))
+}
+
+/// Returns `raw` if it is a valid request ID, or an empty one: what a
+/// response echoes for an item whose request ID was invalid.
+pub fn echoed_request_id(raw: &str) -> String {
+    validate_request_id(raw).unwrap_or_default()
 }
 
 fn validate_request_id(raw: &str) -> Result<String, Status> {
@@ -150,6 +235,74 @@ mod tests {
         }
         let params = validate_sign(&request(32, "other"), &config()).expect("valid");
         assert_eq!(params.key_name.as_str(), "other");
+    }
+
+    fn batch(items: Vec<(usize, &str)>) -> pb::SignBatchRequest {
+        pb::SignBatchRequest {
+            items: items
+                .into_iter()
+                .map(|(len, id)| pb::SignBatchItem {
+                    digest: vec![3; len],
+                    request_id: id.into(),
+                })
+                .collect(),
+            hash_algorithm: 0,
+            key_name: "other".into(),
+            signature_encoding: 0,
+        }
+    }
+
+    #[test]
+    fn batch_items_fail_on_their_own() {
+        let params = validate_batch(
+            &batch(vec![(32, "a"), (31, "b"), (32, "c d"), (32, "")]),
+            &config(),
+        )
+        .expect("valid batch");
+        assert_eq!(params.key_name.as_str(), "other");
+        assert_eq!(params.items.len(), 4);
+        assert_eq!(
+            params.items[0].as_ref().expect("valid item"),
+            &BatchItem {
+                digest: vec![3; 32],
+                request_id: "a".into()
+            }
+        );
+        let code = |i: usize| params.items[i].as_ref().expect_err("invalid item").code();
+        assert_eq!(code(1), tonic::Code::InvalidArgument);
+        assert_eq!(code(2), tonic::Code::InvalidArgument);
+        assert_eq!(params.items[3].as_ref().expect("valid item").request_id, "");
+    }
+
+    #[test]
+    fn batch_wide_problems_fail_the_batch() {
+        let status = validate_batch(&batch(vec![]), &config()).expect_err("empty");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let mut config = config();
+        config.max_batch = 2;
+        let status = validate_batch(&batch(vec![(32, ""); 3]), &config).expect_err("too many");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status.message().contains("maximum is 2"),
+            "{}",
+            status.message()
+        );
+        let mut unknown = batch(vec![(32, "")]);
+        unknown.key_name = "missing".into();
+        assert_eq!(
+            validate_batch(&unknown, &config)
+                .expect_err("unknown key")
+                .code(),
+            tonic::Code::NotFound
+        );
+        let mut algorithm = batch(vec![(32, "")]);
+        algorithm.hash_algorithm = 7;
+        assert_eq!(
+            validate_batch(&algorithm, &config)
+                .expect_err("bad algorithm")
+                .code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]

@@ -19,7 +19,13 @@ use crate::keys::SignError;
 /// | self-check failure, other PKCS#11 failure | `INTERNAL` |
 impl From<SignError> for Status {
     fn from(error: SignError) -> Self {
-        match &error {
+        Self::from(&error)
+    }
+}
+
+impl From<&SignError> for Status {
+    fn from(error: &SignError) -> Self {
+        match error {
             SignError::DigestMismatch { .. } => Status::invalid_argument(error.to_string()),
             SignError::Algorithm(failure) => {
                 error!(error = %failure, "encoding or checking a signature failed");

@@ -247,6 +247,28 @@ impl SessionPool {
             .map(|(value, _)| value)
     }
 
+    /// Like [`SessionPool::run_at`], for work that makes several calls and
+    /// keeps what the calls before a failure produced. `work` returns its
+    /// value and the error that ended it early, if one did; the session is
+    /// then closed rather than put back.
+    pub async fn run_partial_at<T, F>(
+        self: &Arc<Self>,
+        generation: u64,
+        abandon: &Abandon,
+        work: F,
+    ) -> Result<T, HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> (T, Option<HsmError>) + Send + 'static,
+    {
+        self.lend(Some(generation), abandon, move |session| {
+            let (value, failure) = work(session);
+            (Ok(value), failure.is_some())
+        })
+        .await
+        .map(|(value, _)| value)
+    }
+
     async fn run_inner<T, F>(
         self: &Arc<Self>,
         generation: Option<u64>,
@@ -256,6 +278,26 @@ impl SessionPool {
     where
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, HsmError> + Send + 'static,
+    {
+        self.lend(generation, abandon, move |session| {
+            let result = work(session);
+            let failed = result.is_err();
+            (result, failed)
+        })
+        .await
+    }
+
+    /// Lends a session to `work` on a blocking thread. `work` returns its
+    /// result and whether the session must be closed instead of put back.
+    async fn lend<T, F>(
+        self: &Arc<Self>,
+        generation: Option<u64>,
+        abandon: &Abandon,
+        work: F,
+    ) -> Result<(T, u64), HsmError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> (Result<T, HsmError>, bool) + Send + 'static,
     {
         // Fail fast while disconnected, rather than queue for a session
         // that cannot exist.
@@ -276,9 +318,9 @@ impl SessionPool {
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let lent = PooledSession::take(pool, permit, generation)?;
-            let result = work(lent.session());
+            let (result, discard) = work(lent.session());
             let generation = lent.generation;
-            if result.is_err() {
+            if discard {
                 lent.discard();
             }
             result.map(|value| (value, generation))

@@ -17,7 +17,7 @@ pub use lifecycle::{
     RotateMode, Transition, create_version, destroy_expired, list_versions, revoke, rotate,
 };
 pub use ring::{KeyRing, KeyVersion, Snapshot, Timeline, salt_problems, timeline};
-pub use signer::{SignError, Signed, Signer};
+pub use signer::{SignError, Signed, SignedBatch, Signer};
 
 pub use crate::verify::algorithm::{SHA256_LEN, key_id_text, rsa_thumbprint};
 

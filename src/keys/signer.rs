@@ -103,6 +103,31 @@ pub struct Signed {
     pub signed_at: SystemTime,
 }
 
+/// The outcome of a batch: one result per digest, in the order of the
+/// digests, all signed by one key version.
+#[derive(Debug)]
+pub struct SignedBatch {
+    /// A checked signature, or why the digest has none. Digests that
+    /// failed for one shared reason share the error.
+    pub results: Vec<Result<Vec<u8>, Arc<SignError>>>,
+    /// The encoding of ECDSA signatures; `None` for other algorithms.
+    pub encoding: Option<SignatureEncoding>,
+    /// The version that signed every signature in `results`.
+    pub key: Arc<KeyVersion>,
+    /// When the last signature was made.
+    pub signed_at: SystemTime,
+}
+
+/// What one pass over a batch on one session produced.
+struct BatchPass {
+    /// Raw signatures with their digest's index and the time `C_Sign` took.
+    signed: Vec<(usize, Vec<u8>, std::time::Duration)>,
+    /// Why the pass stopped before the end, when the request was given up.
+    abandoned: Option<HsmError>,
+    /// Why the pass stopped before the end, when the token failed.
+    failed: Option<HsmError>,
+}
+
 /// Signs digests with keys in the token.
 pub struct Signer {
     pool: Arc<SessionPool>,
@@ -336,6 +361,222 @@ impl Signer {
             .await
     }
 
+    /// Signs every digest in `digests` with the active version of `name`,
+    /// holding one session for the batch.
+    ///
+    /// The whole call fails, as [`Signer::sign`] does, when no version can
+    /// sign or when a digest's length does not suit the key. Otherwise
+    /// each digest gets its own result. When a call fails because a
+    /// session, the login or the token broke, the digests not signed yet
+    /// are retried once after recovery, with the same version; those that
+    /// still fail carry the error. A digest reached after `abandon` gave
+    /// up on the request is not signed.
+    pub async fn sign_batch(
+        &self,
+        name: &KeyName,
+        digests: Vec<Vec<u8>>,
+        encoding: SignatureEncoding,
+        abandon: &Abandon,
+    ) -> Result<SignedBatch, SignError> {
+        let (key, generation) = self.active_version(name).await?;
+        if let Some(digest) = digests
+            .iter()
+            .find(|d| d.len() != key.algorithm.digest_len())
+        {
+            return Err(SignError::DigestMismatch {
+                name: name.clone(),
+                algorithm: key.algorithm,
+                length: digest.len(),
+            });
+        }
+        if key.algorithm == Algorithm::RsaPssSha256 && key.salt_len.is_none() {
+            return Err(SignError::SaltDoesNotFit {
+                name: name.clone(),
+                version: key.version,
+            });
+        }
+        let digests = Arc::new(digests);
+        let mut results: Vec<Option<Result<Vec<u8>, Arc<SignError>>>> =
+            std::iter::repeat_with(|| None)
+                .take(digests.len())
+                .collect();
+        let used = self.ring.snapshot();
+        let failure = self
+            .batch_pass(
+                name,
+                &key,
+                generation,
+                &digests,
+                encoding,
+                abandon,
+                &mut results,
+            )
+            .await;
+        let failure = match failure {
+            Some(error) if error.recovery() != Recovery::None => {
+                let recovery = error.recovery();
+                warn!(%error, key_name = %name, ?recovery,
+                    "signing a batch failed; recovering and retrying the rest once");
+                self.retry_batch(
+                    name,
+                    &key,
+                    &digests,
+                    encoding,
+                    abandon,
+                    &mut results,
+                    (error, generation),
+                    &used,
+                )
+                .await
+            }
+            other => other.map(|error| Arc::new(SignError::Hsm(error))),
+        };
+        let results = results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(failure.clone().unwrap_or_else(|| {
+                        Arc::new(SignError::Hsm(HsmError::TaskFailed(
+                            "the digest was not signed".into(),
+                        )))
+                    }))
+                })
+            })
+            .collect();
+        Ok(SignedBatch {
+            results,
+            encoding: key.algorithm.is_ecdsa().then_some(encoding),
+            key,
+            signed_at: SystemTime::now(),
+        })
+    }
+
+    /// Recovers from `error`, then signs the digests that have no result
+    /// yet, with the same key version under its new handle. Returns the
+    /// error that the digests still without a result carry.
+    #[allow(clippy::too_many_arguments)]
+    async fn retry_batch(
+        &self,
+        name: &KeyName,
+        key: &Arc<KeyVersion>,
+        digests: &Arc<Vec<Vec<u8>>>,
+        encoding: SignatureEncoding,
+        abandon: &Abandon,
+        results: &mut [Option<Result<Vec<u8>, Arc<SignError>>>],
+        (error, generation): (HsmError, u64),
+        used: &Arc<Snapshot>,
+    ) -> Option<Arc<SignError>> {
+        match error.recovery() {
+            Recovery::None | Recovery::Retry => {}
+            Recovery::Lookup => self.refresh_if_current(used).await,
+            Recovery::Relogin | Recovery::Reconnect => {
+                if let Err(error) = self.pool.recover(&error, generation).await {
+                    return Some(Arc::new(SignError::Hsm(error)));
+                }
+                self.refresh_if_current(used).await;
+            }
+        }
+        let (again, generation) = match self.active_version(name).await {
+            Ok(found) => found,
+            Err(error) => return Some(Arc::new(error)),
+        };
+        // One response names one version. If another became active in
+        // between, the rest are left for the caller to send again.
+        if again.key_id != key.key_id {
+            return Some(Arc::new(SignError::Hsm(HsmError::Disconnected {
+                reason: format!(
+                    "key \"{name}\" rotated to version {} while the batch was signed by \
+                     version {}",
+                    again.version, key.version
+                ),
+            })));
+        }
+        self.batch_pass(
+            name, &again, generation, digests, encoding, abandon, results,
+        )
+        .await
+        .map(|error| Arc::new(SignError::Hsm(error)))
+    }
+
+    /// Signs, on one session, each digest that has no result yet, then
+    /// checks the signatures. Returns the error that stopped the pass early,
+    /// if one did. Digests not reached keep no result.
+    #[allow(clippy::too_many_arguments)]
+    async fn batch_pass(
+        &self,
+        name: &KeyName,
+        key: &Arc<KeyVersion>,
+        generation: u64,
+        digests: &Arc<Vec<Vec<u8>>>,
+        encoding: SignatureEncoding,
+        abandon: &Abandon,
+        results: &mut [Option<Result<Vec<u8>, Arc<SignError>>>],
+    ) -> Option<HsmError> {
+        let pending: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        let (algorithm, salt_len, private) = (key.algorithm, key.salt_len, key.private);
+        let (inputs, until) = (Arc::clone(digests), abandon.clone());
+        let pass = self
+            .pool
+            .run_partial_at(generation, abandon, move |session| {
+                sign_on_session(
+                    session, algorithm, salt_len, private, &inputs, &pending, &until,
+                )
+            })
+            .await;
+        let pass = match pass {
+            Ok(pass) => pass,
+            Err(error) => return Some(error),
+        };
+        let histogram = self
+            .metrics
+            .hsm_sign_duration
+            .with_label_values(&[name.as_str()]);
+        for (_, _, took) in &pass.signed {
+            histogram.observe(took.as_secs_f64());
+        }
+        // Checking costs CPU time in proportion to the batch, so it runs
+        // on a blocking thread rather than on one that serves requests.
+        let (checked_key, digests) = (Arc::clone(key), Arc::clone(digests));
+        let signed = pass.signed;
+        let checked = tokio::task::spawn_blocking(move || {
+            signed
+                .into_iter()
+                .map(|(index, raw, _)| {
+                    let result = check_signature(&checked_key, &digests[index], raw, encoding);
+                    (index, result)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(error) => return Some(HsmError::TaskFailed(error.to_string())),
+        };
+        for (index, result) in checked {
+            if let Err(SignError::SelfCheckFailed { .. }) = &result {
+                self.metrics
+                    .self_check_failures
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+                error!(key_id = %key.key_id, "signature failed the self-check");
+            }
+            results[index] = Some(result.map_err(Arc::new));
+        }
+        if let Some(abandoned) = pass.abandoned {
+            for result in results.iter_mut().filter(|r| r.is_none()) {
+                *result = Some(Err(Arc::new(SignError::Hsm(match &abandoned {
+                    HsmError::Abandoned { deadline } => HsmError::Abandoned {
+                        deadline: *deadline,
+                    },
+                    other => HsmError::TaskFailed(other.to_string()),
+                }))));
+            }
+        }
+        pass.failed
+    }
+
     async fn sign_with(
         &self,
         name: &KeyName,
@@ -383,25 +624,17 @@ impl Signer {
             .with_label_values(&[name.as_str()])
             .observe(started.elapsed().as_secs_f64());
 
-        let signature = algorithm::encode_signature(algorithm, raw, encoding)?;
-        let check = algorithm::verify(
-            &key.public_key,
-            algorithm,
-            salt_len,
-            &digest,
-            &signature,
-            encoding,
-        );
-        if let Err(failure) = check {
-            self.metrics
-                .self_check_failures
-                .with_label_values(&[name.as_str()])
-                .inc();
-            error!(key_id = %key.key_id, %failure, "signature failed the self-check");
-            return Err(SignError::SelfCheckFailed {
-                key_id: key.key_id.clone(),
-            });
-        }
+        let signature = match check_signature(&key, &digest, raw, encoding) {
+            Err(failure @ SignError::SelfCheckFailed { .. }) => {
+                self.metrics
+                    .self_check_failures
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+                error!(key_id = %key.key_id, "signature failed the self-check");
+                return Err(failure);
+            }
+            other => other?,
+        };
         Ok(Signed {
             signature,
             encoding: algorithm.is_ecdsa().then_some(encoding),
@@ -409,4 +642,81 @@ impl Signer {
             signed_at: SystemTime::now(),
         })
     }
+}
+
+/// Encodes a raw signature from the token and checks it against the
+/// version's public key. A signature that fails is discarded.
+fn check_signature(
+    key: &KeyVersion,
+    digest: &[u8],
+    raw: Vec<u8>,
+    encoding: SignatureEncoding,
+) -> Result<Vec<u8>, SignError> {
+    let signature = algorithm::encode_signature(key.algorithm, raw, encoding)?;
+    match algorithm::verify(
+        &key.public_key,
+        key.algorithm,
+        key.salt_len,
+        digest,
+        &signature,
+        encoding,
+    ) {
+        Ok(()) => Ok(signature),
+        Err(failure) => {
+            debug!(key_id = %key.key_id, %failure, "self-check failure");
+            Err(SignError::SelfCheckFailed {
+                key_id: key.key_id.clone(),
+            })
+        }
+    }
+}
+
+/// Signs the digests at `pending` one after another on `session`, until
+/// all are signed, a call fails, or `abandon` gives up on the request.
+fn sign_on_session(
+    session: &cryptoki::session::Session,
+    algorithm: Algorithm,
+    salt_len: Option<usize>,
+    private: cryptoki::object::ObjectHandle,
+    digests: &[Vec<u8>],
+    pending: &[usize],
+    abandon: &Abandon,
+) -> (BatchPass, Option<HsmError>) {
+    let mut pass = BatchPass {
+        signed: Vec::with_capacity(pending.len()),
+        abandoned: None,
+        failed: None,
+    };
+    let mechanism = match algorithm::mechanism(algorithm, salt_len) {
+        Ok(mechanism) => mechanism,
+        Err(error) => {
+            pass.failed = Some(HsmError::TaskFailed(error.to_string()));
+            return (pass, None);
+        }
+    };
+    for &index in pending {
+        if let Err(error) = abandon.check() {
+            pass.abandoned = Some(error);
+            break;
+        }
+        let input = match algorithm::token_input(algorithm, &digests[index]) {
+            Ok(input) => input,
+            Err(error) => {
+                pass.failed = Some(HsmError::TaskFailed(error.to_string()));
+                break;
+            }
+        };
+        let started = Instant::now();
+        match session.sign(&mechanism, private, &input) {
+            Ok(raw) => pass.signed.push((index, raw, started.elapsed())),
+            Err(error) => {
+                let error = HsmError::pkcs11("C_Sign", error);
+                // The session may be left mid-operation: it is closed.
+                let broken = HsmError::TaskFailed(error.to_string());
+                pass.failed = Some(error);
+                return (pass, Some(broken));
+            }
+        }
+    }
+    (pass, None)
 }

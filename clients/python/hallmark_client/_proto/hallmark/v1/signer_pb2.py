@@ -25,31 +25,41 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hallmark/v1/signer.proto\x12\x0bhallmark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x03\n\nKeyVersion\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.hallmark.v1.KeyState\x12\x32\n\talgorithm\x18\x05 \x01(\x0e\x32\x1f.hallmark.v1.SignatureAlgorithm\x12\x17\n\x0fpss_salt_length\x18\x06 \x01(\r\x12\x10\n\x08key_bits\x18\x07 \x01(\r\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tivates_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrotates_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cverify_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epublic_key_der\x18\x0b \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x0c \x01(\t\x12\x17\n\x0fprevious_key_id\x18\x0e \x01(\t\x12\x13\n\x0bnext_key_id\x18\x0f \x01(\t\"\xb3\x01\n\x0bSignRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x32\n\x0ehash_algorithm\x18\x02 \x01(\x0e\x32\x1a.hallmark.v1.HashAlgorithm\x12\x10\n\x08key_name\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12:\n\x12signature_encoding\x18\x05 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"\xc6\x01\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.hallmark.v1.KeyVersion\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12:\n\x12signature_encoding\x18\x05 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"\x11\n\x0fListKeysRequest\"9\n\x10ListKeysResponse\x12%\n\x04keys\x18\x01 \x03(\x0b\x32\x17.hallmark.v1.KeyVersion*e\n\rHashAlgorithm\x12\x1e\n\x1aHASH_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15HASH_ALGORITHM_SHA256\x10\x01\x12\x19\n\x15HASH_ALGORITHM_SHA384\x10\x02*q\n\x11SignatureEncoding\x12\"\n\x1eSIGNATURE_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_ENCODING_DER\x10\x01\x12\x1c\n\x18SIGNATURE_ENCODING_P1363\x10\x02*}\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eKEY_STATE_NEXT\x10\x01\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x02\x12\x15\n\x11KEY_STATE_RETIRED\x10\x03\x12\x15\n\x11KEY_STATE_REVOKED\x10\x04*\x85\x02\n\x12SignatureAlgorithm\x12#\n\x1fSIGNATURE_ALGORITHM_UNSPECIFIED\x10\x00\x12&\n\"SIGNATURE_ALGORITHM_RSA_PSS_SHA256\x10\x01\x12+\n\'SIGNATURE_ALGORITHM_RSA_PKCS1V15_SHA256\x10\x02\x12)\n%SIGNATURE_ALGORITHM_ECDSA_P256_SHA256\x10\x03\x12)\n%SIGNATURE_ALGORITHM_ECDSA_P384_SHA384\x10\x04\x12\x1f\n\x1bSIGNATURE_ALGORITHM_ED25519\x10\x05\x32\x95\x01\n\rSignerService\x12;\n\x04Sign\x12\x18.hallmark.v1.SignRequest\x1a\x19.hallmark.v1.SignResponse\x12G\n\x08ListKeys\x12\x1c.hallmark.v1.ListKeysRequest\x1a\x1d.hallmark.v1.ListKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hallmark/v1/signer.proto\x12\x0bhallmark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x03\n\nKeyVersion\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08key_name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.hallmark.v1.KeyState\x12\x32\n\talgorithm\x18\x05 \x01(\x0e\x32\x1f.hallmark.v1.SignatureAlgorithm\x12\x17\n\x0fpss_salt_length\x18\x06 \x01(\r\x12\x10\n\x08key_bits\x18\x07 \x01(\r\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61\x63tivates_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrotates_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cverify_until\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epublic_key_der\x18\x0b \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x0c \x01(\t\x12\x17\n\x0fprevious_key_id\x18\x0e \x01(\t\x12\x13\n\x0bnext_key_id\x18\x0f \x01(\t\"\xb3\x01\n\x0bSignRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x32\n\x0ehash_algorithm\x18\x02 \x01(\x0e\x32\x1a.hallmark.v1.HashAlgorithm\x12\x10\n\x08key_name\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12:\n\x12signature_encoding\x18\x05 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"\xc6\x01\n\x0cSignResponse\x12\x11\n\tsignature\x18\x01 \x01(\x0c\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.hallmark.v1.KeyVersion\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12:\n\x12signature_encoding\x18\x05 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"\xbf\x01\n\x10SignBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.hallmark.v1.SignBatchItem\x12\x32\n\x0ehash_algorithm\x18\x02 \x01(\x0e\x32\x1a.hallmark.v1.HashAlgorithm\x12\x10\n\x08key_name\x18\x03 \x01(\t\x12:\n\x12signature_encoding\x18\x04 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"3\n\rSignBatchItem\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\xd3\x01\n\x11SignBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.hallmark.v1.SignBatchResult\x12$\n\x03key\x18\x02 \x01(\x0b\x32\x17.hallmark.v1.KeyVersion\x12-\n\tsigned_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12:\n\x12signature_encoding\x18\x04 \x01(\x0e\x32\x1e.hallmark.v1.SignatureEncoding\"_\n\x0fSignBatchResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x12%\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.hallmark.v1.ItemError\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x11\n\x0fListKeysRequest\"9\n\x10ListKeysResponse\x12%\n\x04keys\x18\x01 \x03(\x0b\x32\x17.hallmark.v1.KeyVersion*e\n\rHashAlgorithm\x12\x1e\n\x1aHASH_ALGORITHM_UNSPECIFIED\x10\x00\x12\x19\n\x15HASH_ALGORITHM_SHA256\x10\x01\x12\x19\n\x15HASH_ALGORITHM_SHA384\x10\x02*q\n\x11SignatureEncoding\x12\"\n\x1eSIGNATURE_ENCODING_UNSPECIFIED\x10\x00\x12\x1a\n\x16SIGNATURE_ENCODING_DER\x10\x01\x12\x1c\n\x18SIGNATURE_ENCODING_P1363\x10\x02*}\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x12\n\x0eKEY_STATE_NEXT\x10\x01\x12\x14\n\x10KEY_STATE_ACTIVE\x10\x02\x12\x15\n\x11KEY_STATE_RETIRED\x10\x03\x12\x15\n\x11KEY_STATE_REVOKED\x10\x04*\x85\x02\n\x12SignatureAlgorithm\x12#\n\x1fSIGNATURE_ALGORITHM_UNSPECIFIED\x10\x00\x12&\n\"SIGNATURE_ALGORITHM_RSA_PSS_SHA256\x10\x01\x12+\n\'SIGNATURE_ALGORITHM_RSA_PKCS1V15_SHA256\x10\x02\x12)\n%SIGNATURE_ALGORITHM_ECDSA_P256_SHA256\x10\x03\x12)\n%SIGNATURE_ALGORITHM_ECDSA_P384_SHA384\x10\x04\x12\x1f\n\x1bSIGNATURE_ALGORITHM_ED25519\x10\x05\x32\xe1\x01\n\rSignerService\x12;\n\x04Sign\x12\x18.hallmark.v1.SignRequest\x1a\x19.hallmark.v1.SignResponse\x12J\n\tSignBatch\x12\x1d.hallmark.v1.SignBatchRequest\x1a\x1e.hallmark.v1.SignBatchResponse\x12G\n\x08ListKeys\x12\x1c.hallmark.v1.ListKeysRequest\x1a\x1d.hallmark.v1.ListKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hallmark.v1.signer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_HASHALGORITHM']._serialized_start=1024
-  _globals['_HASHALGORITHM']._serialized_end=1125
-  _globals['_SIGNATUREENCODING']._serialized_start=1127
-  _globals['_SIGNATUREENCODING']._serialized_end=1240
-  _globals['_KEYSTATE']._serialized_start=1242
-  _globals['_KEYSTATE']._serialized_end=1367
-  _globals['_SIGNATUREALGORITHM']._serialized_start=1370
-  _globals['_SIGNATUREALGORITHM']._serialized_end=1631
+  _globals['_HASHALGORITHM']._serialized_start=1626
+  _globals['_HASHALGORITHM']._serialized_end=1727
+  _globals['_SIGNATUREENCODING']._serialized_start=1729
+  _globals['_SIGNATUREENCODING']._serialized_end=1842
+  _globals['_KEYSTATE']._serialized_start=1844
+  _globals['_KEYSTATE']._serialized_end=1969
+  _globals['_SIGNATUREALGORITHM']._serialized_start=1972
+  _globals['_SIGNATUREALGORITHM']._serialized_end=2233
   _globals['_KEYVERSION']._serialized_start=75
   _globals['_KEYVERSION']._serialized_end=561
   _globals['_SIGNREQUEST']._serialized_start=564
   _globals['_SIGNREQUEST']._serialized_end=743
   _globals['_SIGNRESPONSE']._serialized_start=746
   _globals['_SIGNRESPONSE']._serialized_end=944
-  _globals['_LISTKEYSREQUEST']._serialized_start=946
-  _globals['_LISTKEYSREQUEST']._serialized_end=963
-  _globals['_LISTKEYSRESPONSE']._serialized_start=965
-  _globals['_LISTKEYSRESPONSE']._serialized_end=1022
-  _globals['_SIGNERSERVICE']._serialized_start=1634
-  _globals['_SIGNERSERVICE']._serialized_end=1783
+  _globals['_SIGNBATCHREQUEST']._serialized_start=947
+  _globals['_SIGNBATCHREQUEST']._serialized_end=1138
+  _globals['_SIGNBATCHITEM']._serialized_start=1140
+  _globals['_SIGNBATCHITEM']._serialized_end=1191
+  _globals['_SIGNBATCHRESPONSE']._serialized_start=1194
+  _globals['_SIGNBATCHRESPONSE']._serialized_end=1405
+  _globals['_SIGNBATCHRESULT']._serialized_start=1407
+  _globals['_SIGNBATCHRESULT']._serialized_end=1502
+  _globals['_ITEMERROR']._serialized_start=1504
+  _globals['_ITEMERROR']._serialized_end=1546
+  _globals['_LISTKEYSREQUEST']._serialized_start=1548
+  _globals['_LISTKEYSREQUEST']._serialized_end=1565
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1567
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1624
+  _globals['_SIGNERSERVICE']._serialized_start=2236
+  _globals['_SIGNERSERVICE']._serialized_end=2461
 # @@protoc_insertion_point(module_scope)

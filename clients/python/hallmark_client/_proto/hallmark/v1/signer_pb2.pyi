@@ -118,6 +118,56 @@ class SignResponse(_message.Message):
     signature_encoding: SignatureEncoding
     def __init__(self, signature: _Optional[bytes] = ..., key: _Optional[_Union[KeyVersion, _Mapping]] = ..., signed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., signature_encoding: _Optional[_Union[SignatureEncoding, str]] = ...) -> None: ...
 
+class SignBatchRequest(_message.Message):
+    __slots__ = ("items", "hash_algorithm", "key_name", "signature_encoding")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    HASH_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    KEY_NAME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SignBatchItem]
+    hash_algorithm: HashAlgorithm
+    key_name: str
+    signature_encoding: SignatureEncoding
+    def __init__(self, items: _Optional[_Iterable[_Union[SignBatchItem, _Mapping]]] = ..., hash_algorithm: _Optional[_Union[HashAlgorithm, str]] = ..., key_name: _Optional[str] = ..., signature_encoding: _Optional[_Union[SignatureEncoding, str]] = ...) -> None: ...
+
+class SignBatchItem(_message.Message):
+    __slots__ = ("digest", "request_id")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    digest: bytes
+    request_id: str
+    def __init__(self, digest: _Optional[bytes] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class SignBatchResponse(_message.Message):
+    __slots__ = ("results", "key", "signed_at", "signature_encoding")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_ENCODING_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SignBatchResult]
+    key: KeyVersion
+    signed_at: _timestamp_pb2.Timestamp
+    signature_encoding: SignatureEncoding
+    def __init__(self, results: _Optional[_Iterable[_Union[SignBatchResult, _Mapping]]] = ..., key: _Optional[_Union[KeyVersion, _Mapping]] = ..., signed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., signature_encoding: _Optional[_Union[SignatureEncoding, str]] = ...) -> None: ...
+
+class SignBatchResult(_message.Message):
+    __slots__ = ("request_id", "signature", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    signature: bytes
+    error: ItemError
+    def __init__(self, request_id: _Optional[str] = ..., signature: _Optional[bytes] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ListKeysRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

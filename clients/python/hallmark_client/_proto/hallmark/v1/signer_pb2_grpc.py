@@ -41,6 +41,11 @@ class SignerServiceStub:
                 request_serializer=hallmark_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
                 response_deserializer=hallmark_dot_v1_dot_signer__pb2.SignResponse.FromString,
                 _registered_method=True)
+        self.SignBatch = channel.unary_unary(
+                '/hallmark.v1.SignerService/SignBatch',
+                request_serializer=hallmark_dot_v1_dot_signer__pb2.SignBatchRequest.SerializeToString,
+                response_deserializer=hallmark_dot_v1_dot_signer__pb2.SignBatchResponse.FromString,
+                _registered_method=True)
         self.ListKeys = channel.unary_unary(
                 '/hallmark.v1.SignerService/ListKeys',
                 request_serializer=hallmark_dot_v1_dot_signer__pb2.ListKeysRequest.SerializeToString,
@@ -60,6 +65,16 @@ class SignerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignBatch(self, request, context):
+        """Signs several digests with the active version of one key, on one
+        session of the token. Each digest gets its own result: see
+        SignBatchResponse for what fails the whole call and what fails one
+        item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListKeys(self, request, context):
         """Lists every key version that verifiers should currently trust.
         """
@@ -74,6 +89,11 @@ def add_SignerServiceServicer_to_server(servicer, server):
                     servicer.Sign,
                     request_deserializer=hallmark_dot_v1_dot_signer__pb2.SignRequest.FromString,
                     response_serializer=hallmark_dot_v1_dot_signer__pb2.SignResponse.SerializeToString,
+            ),
+            'SignBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignBatch,
+                    request_deserializer=hallmark_dot_v1_dot_signer__pb2.SignBatchRequest.FromString,
+                    response_serializer=hallmark_dot_v1_dot_signer__pb2.SignBatchResponse.SerializeToString,
             ),
             'ListKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListKeys,
@@ -110,6 +130,33 @@ class SignerService:
             '/hallmark.v1.SignerService/Sign',
             hallmark_dot_v1_dot_signer__pb2.SignRequest.SerializeToString,
             hallmark_dot_v1_dot_signer__pb2.SignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hallmark.v1.SignerService/SignBatch',
+            hallmark_dot_v1_dot_signer__pb2.SignBatchRequest.SerializeToString,
+            hallmark_dot_v1_dot_signer__pb2.SignBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
