@@ -17,6 +17,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Date;
 use hallmark::hsm::objects::{self, EcCurve, KeyKind, KeyPair, PublicKeyMaterial};
+use hallmark::keys::SelfCheck;
 use hallmark::keys::algorithm::{self, Algorithm, AlgorithmError, SignatureEncoding, VerifyingKey};
 use sha2::{Digest, Sha256, Sha384};
 
@@ -277,8 +278,33 @@ fn sign_and_verify(session: &Session, pair: &KeyPair, case: &Case, dir: &Path) {
         for &encoding in encodings {
             let signature = algorithm::encode_signature(algorithm, raw.clone(), encoding)
                 .unwrap_or_else(|e| panic!("{}: encode: {e}", case.name));
+            let spki = key.spki_der().expect("DER");
+            let self_check = SelfCheck::new(algorithm, case.salt_len, &spki);
+            let fast = match algorithm {
+                Algorithm::Ed25519 => false,
+                Algorithm::RsaPssSha256 => case.salt_len == Some(32),
+                _ => true,
+            };
+            assert_eq!(
+                self_check.is_fast(),
+                fast,
+                "{}: self-check verifier",
+                case.name
+            );
+            // Both verifiers must agree: the service's self-check and the
+            // one that consumers of signed outputs use.
             let check = |digest: &[u8], signature: &[u8]| {
-                algorithm::verify(&key, algorithm, case.salt_len, digest, signature, encoding)
+                let service =
+                    self_check.verify(&key, algorithm, case.salt_len, digest, signature, encoding);
+                let consumer =
+                    algorithm::verify(&key, algorithm, case.salt_len, digest, signature, encoding);
+                assert_eq!(
+                    service.is_ok(),
+                    consumer.is_ok(),
+                    "{} {encoding:?}: self-check {service:?}, verifier {consumer:?}",
+                    case.name
+                );
+                service
             };
             assert!(
                 check(&digest, &signature).is_ok(),

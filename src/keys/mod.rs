@@ -5,6 +5,7 @@
 //! public key before it leaves the service.
 
 pub mod algorithm;
+pub mod check;
 pub mod jwks;
 pub mod label;
 mod lifecycle;
@@ -13,6 +14,7 @@ mod signer;
 
 use std::fmt;
 
+pub use check::SelfCheck;
 pub use lifecycle::{
     RotateMode, Transition, create_version, destroy_expired, list_versions, revoke, rotate,
 };

@@ -45,6 +45,8 @@ pub struct KeyVersion {
     pub verify_until: SystemTime,
     /// The public key, used to check every signature before it is returned.
     pub public_key: VerifyingKey,
+    /// The same key, prepared for the check of every signature.
+    pub check: super::check::SelfCheck,
     /// DER-encoded SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
     /// PEM-encoded SubjectPublicKeyInfo.
@@ -360,6 +362,7 @@ fn version_from_pair(
         verify_until: times.verify_until,
         previous_key_id: None,
         next_key_id: None,
+        check: super::check::SelfCheck::new(algorithm, salt_len, &spki_der),
         public_key,
         spki_der,
         spki_pem,

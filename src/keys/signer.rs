@@ -653,7 +653,7 @@ fn check_signature(
     encoding: SignatureEncoding,
 ) -> Result<Vec<u8>, SignError> {
     let signature = algorithm::encode_signature(key.algorithm, raw, encoding)?;
-    match algorithm::verify(
+    match key.check.verify(
         &key.public_key,
         key.algorithm,
         key.salt_len,
