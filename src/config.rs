@@ -597,6 +597,13 @@ impl<'a> Builder<'a> {
                 "server.max_pending: {max_pending} is outside 1..={MAX_MAX_PENDING}"
             ));
         }
+        if max_batch <= MAX_MAX_BATCH && max_batch > max_pending {
+            self.problem(format!(
+                "signing.max_batch ({max_batch}) is larger than server.max_pending \
+                 ({max_pending}), so a full batch could never be admitted; lower max_batch or \
+                 raise max_pending"
+            ));
+        }
         let callers = self.callers(raw.callers, &keys);
         let checkpoint_key = self.checkpoint_key(raw.audit.checkpoint_key.as_deref(), &keys);
         if checkpoint_key.is_some() && checkpoint_key == default_key {
@@ -1233,6 +1240,16 @@ mod tests {
         let text = format!("[signing]\nmax_batch = 16\n{MINIMAL}");
         let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
         assert_eq!(config.max_batch, 16);
+        let text = format!("[server]\nmax_pending = 100\n[signing]\nmax_batch = 101\n{MINIMAL}");
+        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+        assert_eq!(
+            problems,
+            vec![
+                "signing.max_batch (101) is larger than server.max_pending (100), so a full \
+                 batch could never be admitted; lower max_batch or raise max_pending"
+                    .to_owned()
+            ]
+        );
         for bad in [0, MAX_MAX_BATCH + 1] {
             let text = format!("[signing]\nmax_batch = {bad}\n{MINIMAL}");
             let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
@@ -1263,7 +1280,7 @@ mod tests {
     #[test]
     fn callers_and_server_limits_parse() {
         let text = format!(
-            "[server]\nsocket_mode = \"0600\"\nmax_pending = 8\n{MINIMAL}\n\
+            "[server]\nsocket_mode = \"0600\"\nmax_pending = 8\n[signing]\nmax_batch = 8\n{MINIMAL}\n\
              [[callers]]\nname = \"fraud-model\"\nuid = 1000\nkeys = [\"default\"]\nrate = 2.5\n\n\
              [[callers]]\nname = \"ops\"\nuid = 0\nkeys = [\"*\"]\n"
         );

@@ -324,9 +324,12 @@ impl Inner {
         // At most signing.max_batch items, which is far below u32::MAX.
         let count = u32::try_from(valid.len()).unwrap_or(u32::MAX);
         *caller = self.authorize_many(identity, &params.key_name, count.max(1))?;
-        let _permit = self.pending.try_acquire().map_err(|_| {
+        // Each digest holds an admission permit, so that batches and single
+        // requests share one bound on the work in progress.
+        let _permits = self.pending.try_acquire_many(count.max(1)).map_err(|_| {
             Status::resource_exhausted(format!(
-                "the service has {} requests in progress, its limit; retry with backoff",
+                "the service has {} signatures in progress or queued, its limit; retry with \
+                 backoff",
                 self.config.max_pending
             ))
         })?;
