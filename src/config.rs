@@ -50,9 +50,11 @@ pub const ENV_DEFAULT_KEY: &str = "HALLMARK_DEFAULT_KEY";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default metrics address: loopback only, so that scraping is opted into.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
-/// Default cap on a decoded request: a `SignRequest` is under 300 bytes, so
-/// 16 KiB leaves room for growth and is far below tonic's 4 MiB default.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Default cap on a decoded request. A `SignRequest` is under 300 bytes,
+/// and a `SignBatchRequest` item at most 182 (a 48-byte digest and a
+/// 128-byte request ID with their framing), so a batch of the default
+/// 256 items fits in 46 KiB. 64 KiB is far below tonic's 4 MiB default.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default time that in-flight requests get to finish after a shutdown
 /// signal. Kubernetes waits 30 s before SIGKILL, so 10 s leaves room.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

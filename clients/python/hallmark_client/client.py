@@ -7,7 +7,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import grpc
 
@@ -17,6 +17,7 @@ from hallmark_client.errors import (
     HallmarkError,
     InvalidRequestError,
     InvalidResponseError,
+    error_from_code,
     error_from_rpc,
 )
 from hallmark_client.timeutil import timestamp_to_datetime
@@ -182,6 +183,108 @@ class Client:
         request_id = request_id if request_id is not None else f"hallmark-py-{uuid.uuid4().hex}"
         message = canonicalize(manifest, canonicalization)
         response = self._sign(message, request_id, signature_encoding)
+        return self._document(manifest, response, canonicalization)
+
+    def sign_outputs(
+        self,
+        manifests: Sequence[Dict[str, Any]],
+        *,
+        canonicalization: str = JCS,
+        signature_encoding: Optional[str] = None,
+    ) -> List[Union[Dict[str, Any], HallmarkError]]:
+        """Sign several manifests with one SignBatch call, on one session of the token.
+
+        Returns one entry per manifest, in order: the signed output document,
+        exactly as sign_output would return it, or the HallmarkError of that
+        manifest alone (for example UnavailableError when the token failed
+        while signing it). A manifest that failed can be signed again on its
+        own; one that has a document must not be, as it is signed.
+
+        The whole call raises a HallmarkError when the batch as a whole is
+        refused: too many manifests for the server's signing.max_batch, an
+        unknown key, a caller over its rate, or an unavailable token or audit
+        log. Raises ValueError for an empty list or a manifest that cannot be
+        canonicalized.
+        """
+        if not manifests:
+            raise ValueError("manifests is empty; pass at least one manifest")
+        for manifest in manifests:
+            if not isinstance(manifest, dict):
+                raise ValueError(f"each manifest must be a dict, got {type(manifest).__name__}")
+        if canonicalization not in CANONICALIZATIONS:
+            raise ValueError(
+                f"canonicalization must be one of {', '.join(CANONICALIZATIONS)}, got {canonicalization!r}"
+            )
+        if signature_encoding is not None and signature_encoding not in SIGNATURE_ENCODINGS:
+            raise ValueError(
+                f"signature_encoding must be None, 'der' or 'p1363', got {signature_encoding!r}"
+            )
+        messages = [canonicalize(manifest, canonicalization) for manifest in manifests]
+        request_ids = [f"hallmark-py-{uuid.uuid4().hex}" for _ in manifests]
+        candidates = [self._hash_name] if self._hash_name else self._resolve_hashes()
+        error: Optional[HallmarkError] = None
+        for hash_name in candidates:
+            request = signer_pb2.SignBatchRequest(
+                items=[
+                    signer_pb2.SignBatchItem(
+                        digest=hashlib.new(hash_name, message).digest(), request_id=request_id
+                    )
+                    for message, request_id in zip(messages, request_ids)
+                ],
+                hash_algorithm=_HASH_ENUMS[hash_name],
+                key_name=self.key_name,
+                signature_encoding=SIGNATURE_ENCODINGS.get(signature_encoding or "", 0),
+            )
+            try:
+                response = self._call(self._stub.SignBatch, request)
+            except InvalidRequestError as rejected:
+                error = rejected
+                continue
+            with self._lock:
+                self._hash_name = hash_name
+            return self._batch_documents(
+                response, manifests, request_ids, hash_name, canonicalization, signature_encoding
+            )
+        assert error is not None
+        raise error
+
+    def _batch_documents(
+        self,
+        response: signer_pb2.SignBatchResponse,
+        manifests: Sequence[Dict[str, Any]],
+        request_ids: Sequence[str],
+        hash_name: str,
+        canonicalization: str,
+        signature_encoding: Optional[str],
+    ) -> List[Union[Dict[str, Any], HallmarkError]]:
+        """Turn a SignBatchResponse into documents and errors, checking it against the request."""
+        if len(response.results) != len(manifests):
+            raise InvalidResponseError(
+                "INVALID_RESPONSE",
+                f"the response has {len(response.results)} results for {len(manifests)} manifests",
+                self.target,
+            )
+        entries: List[Union[Dict[str, Any], HallmarkError]] = []
+        for manifest, request_id, result in zip(manifests, request_ids, response.results):
+            if result.HasField("error"):
+                entries.append(error_from_code(result.error.code, result.error.message, self.target))
+                continue
+            # The single-signature checks apply to each item.
+            single = signer_pb2.SignResponse(
+                signature=result.signature,
+                key=response.key,
+                signed_at=response.signed_at,
+                request_id=result.request_id,
+                signature_encoding=response.signature_encoding,
+            )
+            self._check_response(single, request_id, hash_name, signature_encoding)
+            entries.append(self._document(manifest, single, canonicalization))
+        return entries
+
+    def _document(
+        self, manifest: Dict[str, Any], response: signer_pb2.SignResponse, canonicalization: str
+    ) -> Dict[str, Any]:
+        """Build the signed output document of manifest from a checked response."""
         algorithm = ALGORITHM_NAMES[response.key.algorithm]
         document: Dict[str, Any] = {
             "output": manifest,

@@ -78,6 +78,13 @@ _ERRORS_BY_CODE: Dict[grpc.StatusCode, Type[HallmarkError]] = {
 }
 
 
+def error_from_code(code_number: int, details: str, target: str) -> HallmarkError:
+    """Convert the gRPC code number and message of a failed batch item to its HallmarkError."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == code_number), grpc.StatusCode.UNKNOWN)
+    cls = _ERRORS_BY_CODE.get(code, HallmarkError)
+    return cls(code.name, details, target)
+
+
 def error_from_rpc(error: grpc.RpcError, target: str) -> HallmarkError:
     """Convert a grpc.RpcError to the HallmarkError subclass for its status code."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN

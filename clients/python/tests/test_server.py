@@ -12,6 +12,7 @@ from conftest import HallmarkServer, sample_manifest
 from hallmark_client import (
     BadSignature,
     Client,
+    InvalidRequestError,
     KeyNotConfiguredError,
     ReplayedOutput,
     UnavailableError,
@@ -107,3 +108,33 @@ def test_host_port_target(start_hallmark) -> None:
     with Client(server.target) as client:
         document = client.sign_output(sample_manifest())
     assert Verifier(server.jwks_url).verify(document).algorithm == "ecdsa-p384-sha384"
+
+
+@pytest.mark.parametrize("algorithm", ["ecdsa-p256-sha256", "ecdsa-p384-sha384", "rsa-pss-sha256"])
+def test_sign_outputs_signs_a_batch(start_hallmark, algorithm: str) -> None:
+    server: HallmarkServer = start_hallmark(algorithm)
+    verifier = Verifier(server.jwks_url)
+    manifests = [dict(sample_manifest(), prediction={"label": "cat", "rank": n}) for n in range(5)]
+    with Client(server.target) as client:
+        documents = client.sign_outputs(manifests)
+        assert len(documents) == 5
+        for manifest, document in zip(manifests, documents):
+            assert isinstance(document, dict), document
+            assert document["output"] is manifest
+            assert document["algorithm"] == algorithm
+            received = json.loads(json.dumps(document))
+            verdict = verifier.verify(received)
+            assert (verdict.key_name, verdict.key_version) == ("default", 1)
+        with pytest.raises(BadSignature):
+            verifier.verify(change_one_byte(json.loads(json.dumps(documents[0]))))
+        with pytest.raises(ValueError, match="manifests is empty"):
+            client.sign_outputs([])
+
+
+def test_sign_outputs_over_the_server_limit_is_refused(start_hallmark) -> None:
+    server: HallmarkServer = start_hallmark("ecdsa-p256-sha256")
+    with Client(server.target) as client:
+        with pytest.raises(InvalidRequestError) as refused:
+            client.sign_outputs([sample_manifest()] * 257)
+    assert refused.value.code == "INVALID_ARGUMENT"
+    assert "the maximum is 256 (signing.max_batch)" in refused.value.details
