@@ -31,6 +31,7 @@ use crate::keys::{self, KeyName, KeyState, RotateMode, Signer, Snapshot, salt_pr
 use crate::metrics::{self, Metrics};
 use crate::pb;
 use crate::pb::signer_service_server::SignerServiceServer;
+use crate::signals::{self, StopRequest, StopSignal};
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
@@ -232,6 +233,116 @@ async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
     })
 }
 
+/// Opens the token, reads the keys, opens the audit log, binds, and serves
+/// until `stop` reports the first signal.
+///
+/// A signal during start-up stops it once the current step ends. What was
+/// opened by then is closed, the token's module finalized included, and
+/// this returns `Ok`. A step that does not end within the drain timeout,
+/// such as a PKCS#11 call that hangs, is left behind.
+pub async fn serve(config: Arc<Config>, stop: StopRequest) -> Result<(), ServeError> {
+    let mut watch = stop.clone();
+    let mut starting = tokio::spawn(start(Arc::clone(&config), stop.clone()));
+    let started = tokio::select! {
+        joined = &mut starting => joined.map_err(|e| ServeError::Setup(e.to_string()))??,
+        signal = signals::requested(&mut watch) => {
+            return stop_during_start(&config, signal, starting).await;
+        }
+    };
+    let Some(Started {
+        prepared,
+        listeners,
+    }) = started
+    else {
+        info!("stopped during start-up");
+        return Ok(());
+    };
+    let mut stop = stop;
+    let shutdown = async move { signals::requested(&mut stop).await };
+    run(config, prepared, listeners, shutdown).await
+}
+
+/// Waits up to the drain timeout for start-up to notice the stop and close
+/// what it opened.
+async fn stop_during_start(
+    config: &Config,
+    signal: StopSignal,
+    starting: tokio::task::JoinHandle<Result<Option<Started>, ServeError>>,
+) -> Result<(), ServeError> {
+    info!(
+        signal = signal.name(),
+        "stop requested during start-up; stopping once the current step ends"
+    );
+    let wait = config.drain_timeout;
+    match tokio::time::timeout(wait, starting).await {
+        Ok(Ok(Ok(None))) => {}
+        // Start-up finished just as the signal arrived.
+        Ok(Ok(Ok(Some(started)))) => started.close(config).await,
+        Ok(Ok(Err(error))) => return Err(error),
+        Ok(Err(error)) => return Err(ServeError::Setup(error.to_string())),
+        Err(_) => warn!(
+            timeout = ?wait,
+            "start-up did not stop within the drain timeout; exiting without closing the token"
+        ),
+    }
+    info!("stopped during start-up");
+    Ok(())
+}
+
+/// What start-up opened and bound.
+struct Started {
+    prepared: Prepared,
+    listeners: Listeners,
+}
+
+impl Started {
+    async fn close(self, config: &Config) {
+        self.prepared.close().await;
+        drop(self.listeners);
+        if let ListenAddr::Unix(path) = &config.listen {
+            remove_own_socket(path);
+        }
+    }
+}
+
+/// Opens the token, prepares the service and binds, checking for a stop
+/// after each step. Returns `None` when it stopped, after closing what it
+/// had opened.
+async fn start(config: Arc<Config>, stop: StopRequest) -> Result<Option<Started>, ServeError> {
+    let stopped = || stop.borrow().is_some();
+    let hsm_config = config.hsm.clone();
+    let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+    if stopped() {
+        close_token(token).await;
+        return Ok(None);
+    }
+    let prepared = prepare(&config, token).await?;
+    if stopped() {
+        prepared.close().await;
+        return Ok(None);
+    }
+    let listeners = Listeners::bind(&config).await?;
+    let started = Started {
+        prepared,
+        listeners,
+    };
+    if stopped() {
+        started.close(&config).await;
+        return Ok(None);
+    }
+    Ok(Some(started))
+}
+
+/// Closes a token that no pool owns yet: its login session, and the module.
+async fn close_token(token: Token) {
+    match tokio::task::spawn_blocking(move || token.close()).await {
+        Ok(()) => info!("token closed"),
+        Err(error) => warn!(%error, "closing the token failed"),
+    }
+}
+
 /// The opened token with its pool and keys, and the audit log, ready to
 /// serve.
 pub struct Prepared {
@@ -240,9 +351,19 @@ pub struct Prepared {
     audit: Option<Arc<AuditLog>>,
 }
 
+impl Prepared {
+    /// Closes the audit log and the token without serving.
+    async fn close(self) {
+        if let Some(log) = self.audit {
+            close_audit(log).await;
+        }
+        self.signer.pool().close().await;
+    }
+}
+
 /// Opens the pool on `token`, reads the keys, and checks that each
 /// configured salt fits its key.
-pub async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeError> {
+async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeError> {
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?);
     for name in config.keys.keys() {
         metrics.register_key(name.as_str());
@@ -360,12 +481,12 @@ fn log_keys(config: &Config, snapshot: &Snapshot) {
     }
 }
 
-/// Serves until `shutdown` completes.
-pub async fn run(
+/// Serves until `shutdown` completes with the signal that stops it.
+async fn run(
     config: Arc<Config>,
     prepared: Prepared,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = StopSignal> + Send + 'static,
 ) -> Result<(), ServeError> {
     let Prepared {
         signer,
@@ -541,8 +662,8 @@ pub async fn run(
     let health_on_stop = health.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel();
     let stopping = async move {
-        shutdown.await;
-        info!("shutting down");
+        let signal = shutdown.await;
+        info!(signal = signal.name(), "shutting down");
         health_on_stop
             .set_service_status("", ServingStatus::NotServing)
             .await;
