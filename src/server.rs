@@ -21,7 +21,8 @@ use tonic_health::server::HealthReporter;
 use tracing::{debug, error, info, warn};
 
 use crate::audit::{
-    AuditError, AuditLog, CheckpointSignature, CheckpointStatement, SignError as AuditSignError,
+    AuditError, AuditLog, CheckpointSignature, CheckpointStatement, FinalCheckpoint,
+    SignError as AuditSignError,
 };
 use crate::config::{Config, ListenAddr, TlsFiles};
 use crate::grpc::SignerApi;
@@ -289,7 +290,7 @@ async fn stop_during_start(
     Ok(())
 }
 
-/// What start-up opened and bound.
+/// The token, keys and audit log that start-up opened, and its listeners.
 struct Started {
     prepared: Prepared,
     listeners: Listeners,
@@ -541,7 +542,7 @@ async fn run(
                 let stopped = async move {
                     let _ = stop_checkpoints.wait_for(|stopped| *stopped).await;
                 };
-                log.run_checkpoints(sign, stopped).await;
+                log.run_checkpoints(sign, stopped).await
             })
         };
         let watcher = tokio::spawn(audit_watch_loop(
@@ -718,8 +719,9 @@ async fn run(
         // checkpoint and returns.
         let _ = drained_tx.send(true);
         watcher.abort();
-        if let Err(error) = checkpoints.await {
-            warn!(%error, "audit checkpoint task failed");
+        match checkpoints.await {
+            Ok(last) => log_final_checkpoint(last, signer.pool().fault()),
+            Err(error) => warn!(%error, "audit checkpoint task failed"),
         }
     }
     if let Some(log) = audit {
@@ -783,6 +785,36 @@ async fn close_audit(mut log: Arc<AuditLog>) {
                 return;
             }
         }
+    }
+}
+
+/// Logs the outcome of the final audit checkpoint. `token_fault` is the reason
+/// the token cannot be used, if it cannot.
+fn log_final_checkpoint(last: FinalCheckpoint, token_fault: Option<String>) {
+    match last {
+        FinalCheckpoint::Written { seq } => info!(seq, "final audit checkpoint written"),
+        FinalCheckpoint::NotNeeded => {}
+        FinalCheckpoint::Failed {
+            error,
+            first_unsealed,
+            last_seq,
+        } => match token_fault {
+            Some(fault) => warn!(
+                %fault,
+                first_seq = first_unsealed,
+                last_seq,
+                "the final audit checkpoint could not be signed because the token is \
+                 unavailable; the records since the last checkpoint are intact, and the first \
+                 checkpoint after the next start covers them"
+            ),
+            None => warn!(
+                %error,
+                first_seq = first_unsealed,
+                last_seq,
+                "the final audit checkpoint failed; the first checkpoint after the next start \
+                 covers the records since the last one"
+            ),
+        },
     }
 }
 

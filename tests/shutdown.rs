@@ -22,6 +22,7 @@ use hallmark::pb::{self, SignRequest};
 use rsa::Pss;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Requests in flight when SIGTERM arrives.
 const IN_FLIGHT: usize = 4;
@@ -35,6 +36,12 @@ const EXIT_SIGINT: i32 = 130;
 /// The log message of a stop forced by a second signal.
 const SECOND_SIGNAL_LOG: &str = "second signal: stopping without waiting for requests in \
                                  progress, the final audit checkpoint or the token";
+
+/// The log message of a final checkpoint that the token could not sign.
+const UNSIGNED_CHECKPOINT_LOG: &str = "the final audit checkpoint could not be signed because \
+                                       the token is unavailable; the records since the last \
+                                       checkpoint are intact, and the first checkpoint after \
+                                       the next start covers them";
 
 /// Maximum time from a second signal to the exit. The process exits as
 /// soon as it reads the signal; the margin is for loaded CI runners.
@@ -486,4 +493,70 @@ fn second_signal_during_start_up_exits_130() {
     let forced = format!("{SECOND_SIGNAL_LOG} signal=\"SIGINT\" exit_code=130");
     assert!(log.contains(&forced), "{log}");
     assert!(!log.contains("stopped during start-up"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_token_unavailable_explains_checkpoint() {
+    let token = TestToken::new(2048, "digest");
+    let control = FaultControl::new(&token);
+    let server = control.start_server(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let keys = save_jwks(&server, &token).await;
+    sign(&server, "before-outage")
+        .await
+        .expect("Sign succeeds before the outage");
+
+    // The token fails and cannot be opened again.
+    control.set(&[
+        "C_Sign CKR_DEVICE_REMOVED times=1",
+        "C_Initialize CKR_DEVICE_ERROR",
+    ]);
+    let failed = sign(&server, "outage")
+        .await
+        .expect_err("the token is gone");
+    assert_eq!(failed.code(), tonic::Code::Unavailable, "{failed:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.health("").await != ServingStatus::NotServing {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let stopping = Instant::now();
+    let log = Arc::clone(&server.log);
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("wait task completes");
+    let elapsed = stopping.elapsed();
+    std::thread::sleep(Duration::from_millis(200));
+    let log = log.lock().expect("log").join("\n");
+
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}: {log}");
+    let line = log
+        .lines()
+        .find(|line| line.contains(UNSIGNED_CHECKPOINT_LOG))
+        .unwrap_or_else(|| panic!("no final checkpoint warning:\n{log}"));
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains("first_seq=1 last_seq=2"), "{line}");
+    assert!(
+        line.contains("fault=C_Initialize failed: DeviceError"),
+        "{line}"
+    );
+    assert!(!log.contains("retrying at the next interval"), "{log}");
+    assert!(
+        log.contains("the token was not connected; no sessions to close"),
+        "{log}"
+    );
+    assert!(!log.contains("token sessions closed"), "{log}");
+    let records = audit_records(&token);
+    let outcomes: Vec<&Value> = records.iter().map(|r| &r["outcome"]).collect();
+    assert_eq!(outcomes, ["OK", "UNAVAILABLE"], "{records:?}");
+
+    // With the token back, the next run's final checkpoint covers both.
+    let log = restart_and_stop(&token).await;
+    assert!(
+        log.contains("final audit checkpoint written seq=3"),
+        "{log}"
+    );
+    assert_sealed(&token, &keys, 2);
 }

@@ -513,20 +513,24 @@ impl SessionPool {
             let _drained = drained;
             let (token, sessions) = match pool.link.lock() {
                 Ok(mut link) => (link.token.take(), std::mem::take(&mut link.idle)),
-                Err(_) => return,
+                Err(_) => return None,
             };
             pool.status
                 .send_modify(|status| status.fault = Some("the service is stopping".into()));
             for session in sessions {
                 let _ = session.close();
             }
+            let connected = token.is_some();
             if let Some(token) = token.and_then(|token| Arc::try_unwrap(token).ok()) {
                 token.close();
             }
+            Some(connected)
         })
         .await;
         match closed {
-            Ok(()) => info!("token sessions closed"),
+            Ok(Some(true)) => info!("token sessions closed"),
+            Ok(Some(false)) => info!("the token was not connected; no sessions to close"),
+            Ok(None) => warn!("session pool lock poisoned; the token's sessions were not closed"),
             Err(error) => warn!(%error, "closing the token sessions failed"),
         }
     }
