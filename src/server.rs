@@ -339,7 +339,8 @@ async fn start(config: Arc<Config>, stop: StopRequest) -> Result<Option<Started>
 /// Closes a token that no pool owns yet: its login session, and the module.
 async fn close_token(token: Token) {
     match tokio::task::spawn_blocking(move || token.close()).await {
-        Ok(()) => info!("token closed"),
+        Ok(Ok(())) => info!("token closed"),
+        Ok(Err(error)) => warn!(%error, "closing the token failed"),
         Err(error) => warn!(%error, "closing the token failed"),
     }
 }

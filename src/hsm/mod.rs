@@ -11,6 +11,7 @@ mod pool;
 mod softhsm;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -18,7 +19,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 use crate::config::{HsmConfig, TokenSelector};
 
@@ -95,7 +96,11 @@ impl Token {
                 // it would get CKR_CRYPTOKI_ALREADY_INITIALIZED and never
                 // read the token again.
                 if let Err(finalize) = context.finalize() {
-                    debug!(error = %finalize, "finalizing the module after a failed open failed");
+                    warn!(
+                        error = %HsmError::pkcs11("C_Finalize", finalize),
+                        "finalizing the module after a failed open failed; the next attempt \
+                         finalizes it again"
+                    );
                 }
                 Err(error)
             }
@@ -158,21 +163,24 @@ impl Token {
 
     /// Closes the login session and finalizes the module, so that a later
     /// [`Token::open`] initializes it afresh and reads the token again.
-    /// Errors are ignored: the token may already be gone.
-    pub fn close(self) {
+    ///
+    /// # Errors
+    ///
+    /// The failure of `C_Finalize`. The module may then still be
+    /// initialized, and [`finalize_module`] can try again.
+    pub fn close(self) -> Result<(), HsmError> {
         let Self {
             context,
             login_session,
-            label,
             ..
         } = self;
         match login_session.into_inner() {
             Ok(session) => drop(session),
             Err(poisoned) => drop(poisoned.into_inner()),
         }
-        if let Err(error) = context.finalize() {
-            debug!(%error, token.label = %label, "finalizing the module failed");
-        }
+        context
+            .finalize()
+            .map_err(|source| HsmError::pkcs11("C_Finalize", source))
     }
 
     /// Runs `work` on the session that keeps the login open. Used for rare
@@ -183,6 +191,24 @@ impl Token {
     ) -> Result<T, HsmError> {
         let session = self.login_session.lock().map_err(|_| HsmError::Poisoned)?;
         work(&session)
+    }
+}
+
+/// Finalizes the module at `path` through a new context, for a module
+/// whose `C_Finalize` failed. PKCS#11 leaves the module's state unknown
+/// after such a failure. A module that is still initialized returns
+/// CKR_CRYPTOKI_ALREADY_INITIALIZED from the next `C_Initialize`, which
+/// [`Token::open`] accepts, and keeps what it read of the token before:
+/// SoftHSM, for one, would not read the token directory again. A module
+/// that is not initialized is left as it is.
+pub fn finalize_module(path: &Path) -> Result<(), HsmError> {
+    let context = Pkcs11::new(path).map_err(|source| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match context.finalize() {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => Ok(()),
+        Err(source) => Err(HsmError::pkcs11("C_Finalize", source)),
     }
 }
 
