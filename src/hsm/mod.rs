@@ -68,11 +68,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Loads the module, finds the token, and logs in as the user.
     pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
-        if !config.module.is_file() {
-            return Err(HsmError::ModuleMissing {
-                path: config.module.clone(),
-            });
-        }
+        check_module_path(&config.module)?;
         let context = Pkcs11::new(&config.module).map_err(|source| HsmError::ModuleLoad {
             path: config.module.clone(),
             source,
@@ -92,6 +88,7 @@ impl Token {
         match Self::log_in(context.clone(), config) {
             Ok(token) => Ok(token),
             Err(error) => {
+                let error = explain_missing_token(error, &config.module);
                 // The next attempt must initialize the module afresh, or
                 // it would get CKR_CRYPTOKI_ALREADY_INITIALIZED and never
                 // read the token again.
@@ -116,7 +113,11 @@ impl Token {
         match login_session.login(UserType::User, Some(&config.pin.to_auth_pin())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(HsmError::PinIncorrect { label });
+                return Err(HsmError::PinIncorrect {
+                    label,
+                    pin_source: config.pin_source.to_string(),
+                    edge_whitespace: config.pin.has_edge_whitespace(),
+                });
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
                 return Err(HsmError::PinLocked { label });
@@ -210,6 +211,61 @@ pub fn finalize_module(path: &Path) -> Result<(), HsmError> {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => Ok(()),
         Err(source) => Err(HsmError::pkcs11("C_Finalize", source)),
     }
+}
+
+/// Replaces a missing token with the SoftHSM configuration problem that
+/// explains it, when there is one.
+fn explain_missing_token(error: HsmError, module: &Path) -> HsmError {
+    match error {
+        HsmError::TokenNotFound {
+            selector,
+            available,
+        } => match softhsm::unset_token_directory(module) {
+            Some(conf) => HsmError::SoftHsmTokenDirectoryUnset {
+                selector,
+                conf,
+                available,
+            },
+            None => HsmError::TokenNotFound {
+                selector,
+                available,
+            },
+        },
+        other => other,
+    }
+}
+
+/// Checks that `path` names a file, so that the error names what the path
+/// is instead: nothing, a directory, a symbolic link loop, and so on.
+fn check_module_path(path: &Path) -> Result<(), HsmError> {
+    let problem = match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => return Ok(()),
+        Ok(metadata) => format!(
+            "is {}, not a PKCS#11 library file",
+            crate::config::describe_file_type(&metadata.file_type())
+        ),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symbolic link loop".to_owned()
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::read_link(path) {
+                Ok(target) => format!(
+                    "is a symbolic link to {}, which does not exist",
+                    target.display()
+                ),
+                Err(_) => {
+                    return Err(HsmError::ModuleMissing {
+                        path: path.to_owned(),
+                    });
+                }
+            }
+        }
+        Err(error) => format!("cannot be read: {error}"),
+    };
+    Err(HsmError::ModuleNotFile {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 /// Access mode of a new session.
