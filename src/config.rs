@@ -203,6 +203,29 @@ pub struct TlsFiles {
     pub client_ca: PathBuf,
 }
 
+/// Describes a file type that is not a regular file, for messages such as
+/// "PATH is a directory, not a regular file".
+pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_file() {
+        "a regular file"
+    } else {
+        "a file of unknown type"
+    }
+}
+
 /// Settings of the PKCS#11 module and token.
 #[derive(Clone, Debug)]
 pub struct HsmConfig {
@@ -212,11 +235,34 @@ pub struct HsmConfig {
     pub token: TokenSelector,
     /// The user PIN.
     pub pin: Pin,
+    /// The origin of the PIN, named in messages.
+    pub pin_source: PinSource,
     /// Number of pooled signing sessions.
     pub sessions: usize,
     /// Environment variables set before the module loads, such as
     /// `SOFTHSM2_CONF`.
     pub module_env: BTreeMap<String, String>,
+}
+
+/// The origin of the user PIN: an environment variable or a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinSource {
+    /// The `HALLMARK_PIN` environment variable.
+    Environment,
+    /// The file that `HALLMARK_PIN_FILE` names.
+    EnvironmentFile(PathBuf),
+    /// The file that `hsm.pin_file` names.
+    ConfigFile(PathBuf),
+}
+
+impl std::fmt::Display for PinSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Environment => f.write_str(ENV_PIN),
+            Self::EnvironmentFile(path) => write!(f, "{ENV_PIN_FILE} ({})", path.display()),
+            Self::ConfigFile(path) => write!(f, "hsm.pin_file ({})", path.display()),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -924,36 +970,66 @@ impl<'a> Builder<'a> {
 
         let pin = self.pin(raw.pin_file);
         let module_env = raw.module_env;
+        let (pin, pin_source) = pin?;
         Some(HsmConfig {
             module: module?,
             token,
-            pin: pin?,
+            pin,
+            pin_source,
             sessions,
             module_env,
         })
     }
 
-    fn pin(&mut self, file: Option<PathBuf>) -> Option<Pin> {
+    fn pin(&mut self, file: Option<PathBuf>) -> Option<(Pin, PinSource)> {
         if let Some(value) = self.env.var(ENV_PIN) {
-            return self.checked_pin(Pin::new(value), ENV_PIN);
+            let pin = self.checked_pin(Pin::new(value), ENV_PIN)?;
+            return Some((pin, PinSource::Environment));
         }
-        let Some(path) = self.env.var(ENV_PIN_FILE).map(PathBuf::from).or(file) else {
+        let (path, source) = match (self.env.var(ENV_PIN_FILE), file) {
+            (Some(path), _) => {
+                let path = self.base_dir.join(path);
+                (path.clone(), PinSource::EnvironmentFile(path))
+            }
+            (None, Some(path)) => {
+                let path = self.base_dir.join(path);
+                (path.clone(), PinSource::ConfigFile(path))
+            }
+            (None, None) => {
+                self.problem(format!(
+                    "hsm.pin_file is missing: point it at a file that contains the user PIN \
+                     (or set {ENV_PIN_FILE} or {ENV_PIN})"
+                ));
+                return None;
+            }
+        };
+        let setting = match source {
+            PinSource::EnvironmentFile(_) => ENV_PIN_FILE,
+            _ => "hsm.pin_file",
+        };
+        // Reading a FIFO would wait for a writer, and a device may never
+        // end, so only a regular file is read.
+        if let Ok(metadata) = std::fs::metadata(&path)
+            && !metadata.is_file()
+        {
             self.problem(format!(
-                "hsm.pin_file is missing: point it at a file that holds the user PIN \
-                 (or set {ENV_PIN_FILE} or {ENV_PIN})"
+                "{setting}: {} is {}, not a regular file; point it at a file that contains the \
+                 user PIN",
+                path.display(),
+                describe_file_type(&metadata.file_type())
             ));
             return None;
-        };
-        let path = self.base_dir.join(path);
+        }
         match Pin::from_file(&path) {
-            Ok(pin) => self.checked_pin(pin, &path.display().to_string()),
+            Ok(pin) => {
+                let pin = self.checked_pin(pin, &path.display().to_string())?;
+                Some((pin, source))
+            }
             Err(error) => {
-                let source = if self.env.var(ENV_PIN_FILE).is_some() {
-                    ENV_PIN_FILE
-                } else {
-                    "hsm.pin_file"
-                };
-                self.problem(format!("{source}: cannot read {}: {error}", path.display()));
+                self.problem(format!(
+                    "{setting}: cannot read {}: {error}",
+                    path.display()
+                ));
                 None
             }
         }

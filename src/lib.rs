@@ -40,6 +40,8 @@ pub mod metrics;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+pub mod signals;
 pub mod verify;
 
 /// Generated protobuf types and gRPC stubs for `hallmark.v1`.

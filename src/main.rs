@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO, LogFormat};
-use hallmark::hsm::{self, HsmError, Token};
-use hallmark::server::{self, Listeners};
+use hallmark::hsm;
+use hallmark::server;
+use hallmark::signals::StopSignals;
 use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
@@ -58,20 +59,19 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let config = Arc::new(config);
+        // The handlers are installed before the token is opened, so that a
+        // signal during start-up stops it cleanly.
+        let stop = match StopSignals::install() {
+            Ok(signals) => signals.watch(),
+            Err(error) => {
+                error!(%error, "cannot listen for SIGTERM and SIGINT");
+                eprintln!("error: cannot listen for SIGTERM and SIGINT: {error}");
+                return ExitCode::from(EXIT_IO);
+            }
+        };
         info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
         server::warn_if_root();
-        let result = async {
-            let hsm_config = config.hsm.clone();
-            let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))
-                .await
-                .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
-            let prepared = server::prepare(&config, token).await?;
-            let listeners = Listeners::bind(&config).await?;
-            server::run(Arc::clone(&config), prepared, listeners, shutdown_signal()).await
-        }
-        .await;
-        match result {
+        match server::serve(Arc::new(config), stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 error!(%error, "hallmark stopped");
@@ -85,26 +85,6 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     // thread is left behind rather than waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(error) => {
-                error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -21,7 +21,8 @@ use tonic_health::server::HealthReporter;
 use tracing::{debug, error, info, warn};
 
 use crate::audit::{
-    AuditError, AuditLog, CheckpointSignature, CheckpointStatement, SignError as AuditSignError,
+    AuditError, AuditLog, CheckpointSignature, CheckpointStatement, FinalCheckpoint,
+    SignError as AuditSignError,
 };
 use crate::config::{Config, ListenAddr, TlsFiles};
 use crate::grpc::SignerApi;
@@ -31,6 +32,7 @@ use crate::keys::{self, KeyName, KeyState, RotateMode, Signer, Snapshot, salt_pr
 use crate::metrics::{self, Metrics};
 use crate::pb;
 use crate::pb::signer_service_server::SignerServiceServer;
+use crate::signals::{self, StopRequest, StopSignal};
 
 /// How often the token is re-read while the default key is missing.
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
@@ -232,6 +234,117 @@ async fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
     })
 }
 
+/// Opens the token, reads the keys, opens the audit log, binds, and serves
+/// until `stop` reports the first signal.
+///
+/// A signal during start-up stops it once the current step ends. What was
+/// opened by then is closed, the token's module finalized included, and
+/// this returns `Ok`. A step that does not end within the drain timeout,
+/// such as a PKCS#11 call that hangs, is left behind.
+pub async fn serve(config: Arc<Config>, stop: StopRequest) -> Result<(), ServeError> {
+    let mut watch = stop.clone();
+    let mut starting = tokio::spawn(start(Arc::clone(&config), stop.clone()));
+    let started = tokio::select! {
+        joined = &mut starting => joined.map_err(|e| ServeError::Setup(e.to_string()))??,
+        signal = signals::requested(&mut watch) => {
+            return stop_during_start(&config, signal, starting).await;
+        }
+    };
+    let Some(Started {
+        prepared,
+        listeners,
+    }) = started
+    else {
+        info!("stopped during start-up");
+        return Ok(());
+    };
+    let mut stop = stop;
+    let shutdown = async move { signals::requested(&mut stop).await };
+    run(config, prepared, listeners, shutdown).await
+}
+
+/// Waits up to the drain timeout for start-up to notice the stop and close
+/// what it opened.
+async fn stop_during_start(
+    config: &Config,
+    signal: StopSignal,
+    starting: tokio::task::JoinHandle<Result<Option<Started>, ServeError>>,
+) -> Result<(), ServeError> {
+    info!(
+        signal = signal.name(),
+        "stop requested during start-up; stopping once the current step ends"
+    );
+    let wait = config.drain_timeout;
+    match tokio::time::timeout(wait, starting).await {
+        Ok(Ok(Ok(None))) => {}
+        // Start-up finished just as the signal arrived.
+        Ok(Ok(Ok(Some(started)))) => started.close(config).await,
+        Ok(Ok(Err(error))) => return Err(error),
+        Ok(Err(error)) => return Err(ServeError::Setup(error.to_string())),
+        Err(_) => warn!(
+            timeout = ?wait,
+            "start-up did not stop within the drain timeout; exiting without closing the token"
+        ),
+    }
+    info!("stopped during start-up");
+    Ok(())
+}
+
+/// The token, keys and audit log that start-up opened, and its listeners.
+struct Started {
+    prepared: Prepared,
+    listeners: Listeners,
+}
+
+impl Started {
+    async fn close(self, config: &Config) {
+        self.prepared.close().await;
+        drop(self.listeners);
+        if let ListenAddr::Unix(path) = &config.listen {
+            remove_own_socket(path);
+        }
+    }
+}
+
+/// Opens the token, prepares the service and binds, checking for a stop
+/// after each step. Returns `None` when it stopped, after closing what it
+/// had opened.
+async fn start(config: Arc<Config>, stop: StopRequest) -> Result<Option<Started>, ServeError> {
+    let stopped = || stop.borrow().is_some();
+    let hsm_config = config.hsm.clone();
+    let token = tokio::task::spawn_blocking(move || Token::open(&hsm_config))
+        .await
+        .map_err(|e| HsmError::TaskFailed(e.to_string()))??;
+    if stopped() {
+        close_token(token).await;
+        return Ok(None);
+    }
+    let prepared = prepare(&config, token).await?;
+    if stopped() {
+        prepared.close().await;
+        return Ok(None);
+    }
+    let listeners = Listeners::bind(&config).await?;
+    let started = Started {
+        prepared,
+        listeners,
+    };
+    if stopped() {
+        started.close(&config).await;
+        return Ok(None);
+    }
+    Ok(Some(started))
+}
+
+/// Closes a token that no pool owns yet: its login session, and the module.
+async fn close_token(token: Token) {
+    match tokio::task::spawn_blocking(move || token.close()).await {
+        Ok(Ok(())) => info!("token closed"),
+        Ok(Err(error)) => warn!(%error, "closing the token failed"),
+        Err(error) => warn!(%error, "closing the token failed"),
+    }
+}
+
 /// The opened token with its pool and keys, and the audit log, ready to
 /// serve.
 pub struct Prepared {
@@ -240,9 +353,19 @@ pub struct Prepared {
     audit: Option<Arc<AuditLog>>,
 }
 
+impl Prepared {
+    /// Closes the audit log and the token without serving.
+    async fn close(self) {
+        if let Some(log) = self.audit {
+            close_audit(log).await;
+        }
+        self.signer.pool().close().await;
+    }
+}
+
 /// Opens the pool on `token`, reads the keys, and checks that each
 /// configured salt fits its key.
-pub async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeError> {
+async fn prepare(config: &Config, token: Token) -> Result<Prepared, ServeError> {
     let metrics = Arc::new(Metrics::new().map_err(|e| ServeError::Setup(e.to_string()))?);
     for name in config.keys.keys() {
         metrics.register_key(name.as_str());
@@ -360,12 +483,12 @@ fn log_keys(config: &Config, snapshot: &Snapshot) {
     }
 }
 
-/// Serves until `shutdown` completes.
-pub async fn run(
+/// Serves until `shutdown` completes with the signal that stops it.
+async fn run(
     config: Arc<Config>,
     prepared: Prepared,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = StopSignal> + Send + 'static,
 ) -> Result<(), ServeError> {
     let Prepared {
         signer,
@@ -420,7 +543,7 @@ pub async fn run(
                 let stopped = async move {
                     let _ = stop_checkpoints.wait_for(|stopped| *stopped).await;
                 };
-                log.run_checkpoints(sign, stopped).await;
+                log.run_checkpoints(sign, stopped).await
             })
         };
         let watcher = tokio::spawn(audit_watch_loop(
@@ -540,8 +663,8 @@ pub async fn run(
     let health_on_stop = health.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel();
     let stopping = async move {
-        shutdown.await;
-        info!("shutting down");
+        let signal = shutdown.await;
+        info!(signal = signal.name(), "shutting down");
         health_on_stop
             .set_service_status("", ServingStatus::NotServing)
             .await;
@@ -596,8 +719,9 @@ pub async fn run(
         // checkpoint and returns.
         let _ = drained_tx.send(true);
         watcher.abort();
-        if let Err(error) = checkpoints.await {
-            warn!(%error, "audit checkpoint task failed");
+        match checkpoints.await {
+            Ok(last) => log_final_checkpoint(last, signer.pool().fault()),
+            Err(error) => warn!(%error, "audit checkpoint task failed"),
         }
     }
     if let Some(log) = audit {
@@ -661,6 +785,36 @@ async fn close_audit(mut log: Arc<AuditLog>) {
                 return;
             }
         }
+    }
+}
+
+/// Logs the outcome of the final audit checkpoint. `token_fault` is the reason
+/// the token cannot be used, if it cannot.
+fn log_final_checkpoint(last: FinalCheckpoint, token_fault: Option<String>) {
+    match last {
+        FinalCheckpoint::Written { seq } => info!(seq, "final audit checkpoint written"),
+        FinalCheckpoint::NotNeeded => {}
+        FinalCheckpoint::Failed {
+            error,
+            first_unsealed,
+            last_seq,
+        } => match token_fault {
+            Some(fault) => warn!(
+                %fault,
+                first_seq = first_unsealed,
+                last_seq,
+                "the final audit checkpoint could not be signed because the token is \
+                 unavailable; the records since the last checkpoint are intact, and the first \
+                 checkpoint after the next start covers them"
+            ),
+            None => warn!(
+                %error,
+                first_seq = first_unsealed,
+                last_seq,
+                "the final audit checkpoint failed; the first checkpoint after the next start \
+                 covers the records since the last one"
+            ),
+        },
     }
 }
 

@@ -783,6 +783,110 @@ async fn removed_token_directory_stops_serving_until_restored() {
     );
 }
 
+/// The log message of a `C_Finalize` that failed during a reconnection.
+const FINALIZE_FAILED_LOG: &str =
+    "finalizing the module failed; finalizing it again before reconnecting";
+
+/// The log message of a second `C_Finalize` that failed too.
+const FINALIZE_FAILED_AGAIN_LOG: &str = "finalizing the module failed again; reconnecting to \
+                                         the module as it is, which may not read the token \
+                                         afresh";
+
+/// Makes one `C_Sign` fail with `CKR_DEVICE_REMOVED` and `C_Finalize`
+/// fail as `finalize_rule` sets, and checks that the service reconnects,
+/// signs and serves. Returns the counts before and after the request.
+async fn assert_reconnects_despite_finalize(
+    finalize_rule: &str,
+) -> (
+    Fixture,
+    BTreeMap<String, CallCount>,
+    BTreeMap<String, CallCount>,
+) {
+    let fixture = start().await;
+    let before = fixture.control.counts();
+    fixture
+        .control
+        .set(&["C_Sign CKR_DEVICE_REMOVED times=1", finalize_rule]);
+
+    fixture.sign_and_verify("finalize-fails").await;
+
+    let after = fixture.control.counts();
+    assert_eq!(
+        calls_since(&before, &after, "C_Initialize"),
+        call_count(1, 0),
+        "{after:?}"
+    );
+    assert_eq!(
+        fixture
+            .logged(
+                &[
+                    " WARN ",
+                    FINALIZE_FAILED_LOG,
+                    "C_Finalize failed: GeneralError"
+                ],
+                1
+            )
+            .await,
+        1,
+        "{}",
+        fixture.log()
+    );
+    assert_eq!(
+        fixture.logged(&[RECONNECTED_LOG, "generation=2"], 1).await,
+        1,
+        "{}",
+        fixture.log()
+    );
+    assert_eq!(
+        health_of(&fixture.server).await,
+        [ServingStatus::Serving; 2]
+    );
+    assert_eq!(metric(&fixture.server, TOKEN_READY).await, Some(1.0));
+    fixture.sign_and_verify("after-finalize-fails").await;
+    (fixture, before, after)
+}
+
+/// A module whose `C_Finalize` fails once is finalized again before the
+/// reconnection initializes it, so that it reads the token afresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_finalize_is_retried_before_reconnecting() {
+    let (fixture, before, after) =
+        assert_reconnects_despite_finalize("C_Finalize CKR_GENERAL_ERROR times=1").await;
+
+    assert_eq!(
+        calls_since(&before, &after, "C_Finalize"),
+        call_count(2, 1),
+        "{after:?}"
+    );
+    assert!(
+        !fixture.log_contains(FINALIZE_FAILED_AGAIN_LOG),
+        "{}",
+        fixture.log()
+    );
+}
+
+/// A module whose `C_Finalize` always fails is still initialized, and the
+/// reconnection goes on with it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_finalize_still_reconnects() {
+    let (fixture, before, after) =
+        assert_reconnects_despite_finalize("C_Finalize CKR_GENERAL_ERROR").await;
+
+    assert_eq!(
+        calls_since(&before, &after, "C_Finalize"),
+        call_count(2, 2),
+        "{after:?}"
+    );
+    assert_eq!(
+        fixture
+            .logged(&[" WARN ", FINALIZE_FAILED_AGAIN_LOG], 1)
+            .await,
+        1,
+        "{}",
+        fixture.log()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_signs_share_one_reconnect() {
     const CLIENTS: usize = 8;

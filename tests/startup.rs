@@ -383,6 +383,68 @@ fn module_from_environment_names_variable() {
     assert!(message.contains("HALLMARK_PKCS11_MODULE"), "{message}");
 }
 
+/// Runs the server with `hsm.module` set to `module`, expects exit 64, and
+/// returns the message.
+fn module_message(token: &TestToken, module: &Path) -> String {
+    replace_config_line(
+        token,
+        "module = ",
+        &format!("module = \"{}\"", module.display()),
+    );
+    let exited = serve_until_exit(token, &[], RunAs::Tester);
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    exited.message().to_owned()
+}
+
+#[test]
+fn module_directory_exits_64() {
+    let token = TestToken::without_key();
+    let directory = token.dir.path().join("modules");
+    std::fs::create_dir(&directory).expect("directory created");
+
+    let message = module_message(&token, &directory);
+
+    let expected = format!(
+        "error: PKCS#11 module {} is a directory, not a PKCS#11 library file; set hsm.module",
+        directory.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+}
+
+#[test]
+fn module_symlink_loop_exits_64() {
+    let token = TestToken::without_key();
+    let first = token.dir.path().join("first.so");
+    let second = token.dir.path().join("second.so");
+    std::os::unix::fs::symlink(&second, &first).expect("symbolic link created");
+    std::os::unix::fs::symlink(&first, &second).expect("symbolic link created");
+
+    let message = module_message(&token, &first);
+
+    let expected = format!(
+        "error: PKCS#11 module {} is a symbolic link loop; set hsm.module",
+        first.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+}
+
+#[test]
+fn module_dangling_symlink_exits_64() {
+    let token = TestToken::without_key();
+    let link = token.dir.path().join("module.so");
+    let target = token.dir.path().join("removed.so");
+    std::os::unix::fs::symlink(&target, &link).expect("symbolic link created");
+
+    let message = module_message(&token, &link);
+
+    let expected = format!(
+        "error: PKCS#11 module {} is a symbolic link to {}, which does not exist; set hsm.module",
+        link.display(),
+        target.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+}
+
 // ---------------------------------------------------------------------
 // Choosing the token
 // ---------------------------------------------------------------------
@@ -561,11 +623,9 @@ fn wrong_pin_exits_64() {
     assert!(!message.contains("not-the-pin"), "PIN leaked: {message}");
 }
 
-/// The PIN itself must not appear, so its source is the value to name. The
-/// message lists every place a PIN can come from instead of the file that
-/// was read.
+/// The PIN itself must not appear, so its source is the value to name:
+/// the setting and the file that was read.
 #[test]
-#[ignore = "the message does not name the PIN file that was read"]
 fn wrong_pin_names_pin_file() {
     let token = TestToken::without_key();
     let pin_file = token.dir.path().join("user.pin");
@@ -575,10 +635,128 @@ fn wrong_pin_names_pin_file() {
 
     assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
     let message = exited.message();
+    let expected = format!(
+        "check the PIN in hsm.pin_file ({}), and note that each failed login counts towards \
+         locking the PIN\n",
+        pin_file.display()
+    );
+    assert!(message.contains(&expected), "{message}");
+    assert!(!message.contains("HALLMARK_PIN"), "{message}");
+}
+
+#[test]
+fn wrong_pin_from_environment_names_variable() {
+    let token = TestToken::without_key();
+
+    let exited = serve_until_exit(&token, &[("HALLMARK_PIN", "not-the-pin")], RunAs::Tester);
+
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    let message = exited.message();
     assert!(
-        message.contains(&pin_file.display().to_string()),
+        message.contains("check the PIN in HALLMARK_PIN, and note"),
         "{message}"
     );
+    assert!(!message.contains("hsm.pin_file"), "{message}");
+    assert!(!message.contains("not-the-pin"), "PIN leaked: {message}");
+}
+
+/// A space after the PIN is sent to the token, which rejects the PIN, so
+/// the message points at it.
+#[test]
+fn pin_with_trailing_space_gets_hint() {
+    let token = TestToken::without_key();
+    let pin_file = token.dir.path().join("user.pin");
+    let pin = std::fs::read_to_string(&pin_file).expect("PIN file readable");
+    std::fs::write(&pin_file, format!("{} \n", pin.trim_end())).expect("PIN file writable");
+
+    let exited = serve_until_exit(&token, &[], RunAs::Tester);
+
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    let message = exited.message();
+    assert!(message.contains("user PIN rejected by token"), "{message}");
+    assert!(
+        message.contains(
+            "; the PIN starts or ends with a space, tab or line break, which the token takes as \
+             part of the PIN: remove it unless the PIN contains it\n"
+        ),
+        "{message}"
+    );
+}
+
+/// A wrong PIN without whitespace gets no whitespace hint.
+#[test]
+fn wrong_pin_gets_no_whitespace_hint() {
+    let token = TestToken::without_key();
+    let pin_file = token.dir.path().join("user.pin");
+    std::fs::write(&pin_file, "not-the-pin\n").expect("PIN file writable");
+
+    let exited = serve_until_exit(&token, &[], RunAs::Tester);
+
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    assert!(
+        !exited.message().contains("space, tab or line break"),
+        "{}",
+        exited.message()
+    );
+}
+
+/// A PIN file saved with a Windows line ending (CR LF) works: the CR is
+/// part of the line ending.
+#[tokio::test]
+async fn pin_file_with_crlf_serves() {
+    let token = TestToken::new(2048, "digest");
+    let pin_file = token.dir.path().join("user.pin");
+    let pin = std::fs::read_to_string(&pin_file).expect("PIN file readable");
+    std::fs::write(&pin_file, format!("{}\r\n", pin.trim_end())).expect("PIN file writable");
+
+    let server = TestServer::start(&token);
+
+    server.wait_serving(PROMPT).await;
+}
+
+/// Opening a FIFO for reading waits for a writer, so start-up would hang.
+#[test]
+fn pin_file_fifo_exits_64() {
+    let token = TestToken::without_key();
+    let fifo = token.dir.path().join("pin.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let fifo_text = fifo.display().to_string();
+
+    let exited = serve_until_exit(&token, &[("HALLMARK_PIN_FILE", &fifo_text)], RunAs::Tester);
+
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    let message = exited.message();
+    let expected = format!(
+        "HALLMARK_PIN_FILE: {fifo_text} is a FIFO (named pipe), not a regular file; point it at \
+         a file that contains the user PIN"
+    );
+    assert!(message.contains(&expected), "{message}");
+}
+
+#[test]
+fn pin_file_directory_exits_64() {
+    let token = TestToken::without_key();
+    let directory = token.dir.path().join("pins");
+    std::fs::create_dir(&directory).expect("directory created");
+    replace_config_line(
+        &token,
+        "pin_file = ",
+        &format!("pin_file = \"{}\"", directory.display()),
+    );
+
+    let exited = serve_until_exit(&token, &[], RunAs::Tester);
+
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
+    let message = exited.message();
+    let expected = format!(
+        "hsm.pin_file: {} is a directory, not a regular file",
+        directory.display()
+    );
+    assert!(message.contains(&expected), "{message}");
 }
 
 /// SoftHSM 2.6.1 never locks a user PIN: a wrong login only sets
@@ -652,13 +830,13 @@ fn softhsm_conf_unreadable_exits_64() {
 }
 
 /// SoftHSM 2.6.1 does not fail without `directories.tokendir`: it falls
-/// back to its built-in directory, /var/lib/softhsm/tokens on Debian. The
-/// service then reports a missing token (exit 69), or lists the tokens of
-/// that directory, and never names the configuration file.
+/// back to its built-in directory, /var/lib/softhsm/tokens on Debian, and
+/// the configured token is missing there. The message names the file and
+/// the line to add.
 #[test]
-#[ignore = "a SoftHSM configuration without directories.tokendir is reported as a missing token"]
 fn softhsm_conf_without_tokendir_exits_64() {
     let token = TestToken::without_key();
+    let label = config_value(&token, "token_label");
     let conf = write_softhsm_conf(&token, "no-tokendir.conf", "objectstore.backend = file\n");
     set_softhsm_conf(&token, &conf);
 
@@ -666,8 +844,19 @@ fn softhsm_conf_without_tokendir_exits_64() {
 
     assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
     let message = exited.message();
-    assert!(message.contains(&conf.display().to_string()), "{message}");
-    assert!(message.contains("directories.tokendir"), "{message}");
+    let expected = format!(
+        "error: no token with label \"{label}\": SoftHSM's configuration {} has no \
+         directories.tokendir line, so SoftHSM read its built-in token directory",
+        conf.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(
+        message.contains(
+            "add `directories.tokendir = DIR` to that file, with the directory that contains the \
+             token"
+        ),
+        "{message}"
+    );
 }
 
 #[test]

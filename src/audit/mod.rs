@@ -185,6 +185,29 @@ impl AuditError {
     }
 }
 
+/// The outcome of the checkpoint at shutdown.
+#[derive(Debug)]
+pub enum FinalCheckpoint {
+    /// The checkpoint was written.
+    Written {
+        /// Its `seq`.
+        seq: u64,
+    },
+    /// No record was added since the last checkpoint.
+    NotNeeded,
+    /// The checkpoint failed. The records it would have covered stay in the
+    /// log, written and synced, and the first checkpoint of the next
+    /// process that opens the log covers them.
+    Failed {
+        /// The failure.
+        error: AuditError,
+        /// The `seq` of the first record after the last checkpoint.
+        first_unsealed: u64,
+        /// The `seq` of the last record.
+        last_seq: u64,
+    },
+}
+
 /// Counters for metrics and health checks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditStats {
@@ -360,10 +383,15 @@ impl AuditLog {
     }
 
     /// Writes a checkpoint with `sign` every checkpoint interval, and once
-    /// more when `shutdown` completes, then returns. A checkpoint is
-    /// skipped when no record was added since the last one. Failures are
-    /// logged and retried at the next interval.
-    pub async fn run_checkpoints<S, Fut>(&self, mut sign: S, shutdown: impl Future<Output = ()>)
+    /// more when `shutdown` completes, then returns the outcome of that
+    /// last one. A checkpoint is skipped when no record was added since the
+    /// last one. Failures before `shutdown` are logged and retried at the
+    /// next interval, and the caller reports a failure of the last one.
+    pub async fn run_checkpoints<S, Fut>(
+        &self,
+        mut sign: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> FinalCheckpoint
     where
         S: FnMut(CheckpointStatement) -> Fut,
         Fut: Future<Output = Result<CheckpointSignature, SignError>>,
@@ -379,16 +407,35 @@ impl AuditLog {
                 _ = ticks.tick() => false,
             };
             let stats = self.stats();
-            if stats.last_seq != stats.last_checkpoint_seq {
-                match self.checkpoint(&mut sign).await {
-                    Ok(seq) => debug!(seq, "wrote an audit checkpoint"),
-                    Err(error) => {
-                        warn!(%error, "audit checkpoint failed; retrying at the next interval");
-                    }
+            let outcome = if stats.last_seq == stats.last_checkpoint_seq {
+                Ok(None)
+            } else {
+                self.checkpoint(&mut sign).await.map(Some)
+            };
+            if stopping {
+                return self.final_checkpoint(outcome);
+            }
+            match outcome {
+                Ok(Some(seq)) => debug!(seq, "wrote an audit checkpoint"),
+                Ok(None) => {}
+                Err(error) => {
+                    warn!(%error, "audit checkpoint failed; retrying at the next interval");
                 }
             }
-            if stopping {
-                return;
+        }
+    }
+
+    fn final_checkpoint(&self, outcome: Result<Option<u64>, AuditError>) -> FinalCheckpoint {
+        match outcome {
+            Ok(Some(seq)) => FinalCheckpoint::Written { seq },
+            Ok(None) => FinalCheckpoint::NotNeeded,
+            Err(error) => {
+                let stats = self.stats();
+                FinalCheckpoint::Failed {
+                    error,
+                    first_unsealed: stats.last_checkpoint_seq + 1,
+                    last_seq: stats.last_seq,
+                }
             }
         }
     }

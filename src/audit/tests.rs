@@ -570,7 +570,7 @@ async fn periodic_checkpoints_skip_an_idle_log() {
             log.run_checkpoints(sign, async {
                 let _ = stopped.await;
             })
-            .await;
+            .await
         })
     };
 
@@ -587,7 +587,11 @@ async fn periodic_checkpoints_skip_an_idle_log() {
     // Stopping writes a last checkpoint over the records since.
     log.append(event(3)).await.expect("appends");
     let _ = stop.send(());
-    runner.await.expect("the runner stops");
+    let last = runner.await.expect("the runner stops");
+    assert!(
+        matches!(last, super::FinalCheckpoint::Written { seq: 4 }),
+        "{last:?}"
+    );
     assert_eq!(log.stats().last_checkpoint_seq, 4);
     let log = std::sync::Arc::into_inner(log).expect("the runner is done");
     log.close().await.expect("closes");
@@ -620,4 +624,58 @@ async fn replaced_or_removed_files_stop_writing() {
         assert_eq!(log.stats().last_seq, 1);
         let _ = log.close().await;
     }
+}
+
+/// A checkpoint that cannot be signed at shutdown, as when the token is
+/// gone, leaves the records in place, and the first checkpoint of the next
+/// process that opens the log covers them.
+#[tokio::test]
+async fn failed_final_checkpoint_is_covered_after_reopening() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let log = AuditLog::open(config(dir.path())).expect("opens");
+    log.append(event(1)).await.expect("appends");
+    log.append(event(2)).await.expect("appends");
+    let unavailable = |_statement| {
+        std::future::ready(Err::<super::CheckpointSignature, SignError>(
+            "the token is unavailable".into(),
+        ))
+    };
+
+    let last = log.run_checkpoints(unavailable, async {}).await;
+
+    let super::FinalCheckpoint::Failed {
+        error,
+        first_unsealed,
+        last_seq,
+    } = last
+    else {
+        panic!("the final checkpoint did not fail: {last:?}");
+    };
+    assert_eq!(
+        error.to_string(),
+        "signing the audit checkpoint failed: the token is unavailable"
+    );
+    assert_eq!(first_unsealed, 1);
+    assert_eq!(last_seq, 2);
+    log.close().await.expect("closes");
+
+    let log = AuditLog::open(config(dir.path())).expect("opens again");
+    assert_eq!(log.stats().last_seq, 2);
+    assert_eq!(log.stats().last_checkpoint_seq, 0);
+    let key = TestKey::new(7);
+    let sign = |statement| std::future::ready(Ok(key.sign(&statement)));
+    let last = log.run_checkpoints(sign, async {}).await;
+    assert!(
+        matches!(last, super::FinalCheckpoint::Written { seq: 3 }),
+        "{last:?}"
+    );
+    log.close().await.expect("closes");
+    let records = read_records(dir.path());
+    let Body::Checkpoint(checkpoint) = &records[2].body else {
+        panic!("record 3 is not a checkpoint: {:?}", records[2]);
+    };
+    assert_eq!(checkpoint.records, 2);
+    let files = audit_files(dir.path());
+    let report = check_files(&files, Some(&key.key_set()), ChainStart::Genesis).expect("verifies");
+    assert_eq!(report.checkpoints_verified, 1);
 }

@@ -358,8 +358,10 @@ pub fn report_hsm(error: &HsmError) -> ExitCode {
 pub fn hsm_exit_code(error: &HsmError) -> u8 {
     match error {
         HsmError::ModuleMissing { .. }
+        | HsmError::ModuleNotFile { .. }
         | HsmError::ModuleLoad { .. }
         | HsmError::TokenAmbiguous { .. }
+        | HsmError::SoftHsmTokenDirectoryUnset { .. }
         | HsmError::PinIncorrect { .. }
         | HsmError::Initialize {
             misconfigured: true,

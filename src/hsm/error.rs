@@ -17,6 +17,19 @@ pub enum HsmError {
         /// The configured path.
         path: PathBuf,
     },
+    /// The configured module path names something other than a file, such
+    /// as a directory or a symbolic link loop. Operator error.
+    #[error(
+        "PKCS#11 module {path} {problem}; set hsm.module (or HALLMARK_PKCS11_MODULE, which \
+         overrides it) to the library path"
+    )]
+    ModuleNotFile {
+        /// The configured path.
+        path: PathBuf,
+        /// The problem with the path, such as "is a directory, not a
+        /// PKCS#11 library file".
+        problem: String,
+    },
     /// The module file exists but is not a loadable PKCS#11 library.
     #[error(
         "{path} is not a loadable PKCS#11 library ({source}); check hsm.module (or \
@@ -35,6 +48,23 @@ pub enum HsmError {
         /// The configured selector.
         selector: String,
         /// The initialized tokens that do exist.
+        available: Vec<String>,
+    },
+    /// No token matches, and SoftHSM's configuration names no token
+    /// directory, so SoftHSM read its built-in one. Operator error.
+    #[error(
+        "no token with {selector}: SoftHSM's configuration {} has no directories.tokendir line, \
+         so SoftHSM read its built-in token directory (tokens present: {}); add \
+         `directories.tokendir = DIR` to that file, with the directory that contains the token",
+        conf.display(),
+        list_or_none(.available)
+    )]
+    SoftHsmTokenDirectoryUnset {
+        /// The configured selector.
+        selector: String,
+        /// SoftHSM's configuration file.
+        conf: PathBuf,
+        /// The initialized tokens in the built-in directory.
         available: Vec<String>,
     },
     /// More than one token matches, so the choice would be a guess.
@@ -59,11 +89,22 @@ pub enum HsmError {
     },
     /// The user PIN was rejected.
     #[error(
-        "user PIN rejected by token {label:?}; check the PIN in hsm.pin_file, HALLMARK_PIN_FILE or HALLMARK_PIN (each failed login counts towards locking the PIN)"
+        "user PIN rejected by token {label:?}; check the PIN in {pin_source}, and note that each \
+         failed login counts towards locking the PIN{}",
+        if *.edge_whitespace {
+            "; the PIN starts or ends with a space, tab or line break, which the token takes as \
+             part of the PIN: remove it unless the PIN contains it"
+        } else {
+            ""
+        }
     )]
     PinIncorrect {
         /// Token label.
         label: String,
+        /// The origin of the PIN, such as `hsm.pin_file (PATH)`.
+        pin_source: String,
+        /// Whether the PIN starts or ends with whitespace.
+        edge_whitespace: bool,
     },
     /// The user PIN is locked after too many failures.
     #[error("user PIN of token {label:?} is locked; the security officer must reset it")]

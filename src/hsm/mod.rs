@@ -11,6 +11,7 @@ mod pool;
 mod softhsm;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -18,7 +19,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 use crate::config::{HsmConfig, TokenSelector};
 
@@ -67,11 +68,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Loads the module, finds the token, and logs in as the user.
     pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
-        if !config.module.is_file() {
-            return Err(HsmError::ModuleMissing {
-                path: config.module.clone(),
-            });
-        }
+        check_module_path(&config.module)?;
         let context = Pkcs11::new(&config.module).map_err(|source| HsmError::ModuleLoad {
             path: config.module.clone(),
             source,
@@ -91,11 +88,16 @@ impl Token {
         match Self::log_in(context.clone(), config) {
             Ok(token) => Ok(token),
             Err(error) => {
+                let error = explain_missing_token(error, &config.module);
                 // The next attempt must initialize the module afresh, or
                 // it would get CKR_CRYPTOKI_ALREADY_INITIALIZED and never
                 // read the token again.
                 if let Err(finalize) = context.finalize() {
-                    debug!(error = %finalize, "finalizing the module after a failed open failed");
+                    warn!(
+                        error = %HsmError::pkcs11("C_Finalize", finalize),
+                        "finalizing the module after a failed open failed; the next attempt \
+                         finalizes it again"
+                    );
                 }
                 Err(error)
             }
@@ -111,7 +113,11 @@ impl Token {
         match login_session.login(UserType::User, Some(&config.pin.to_auth_pin())) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                return Err(HsmError::PinIncorrect { label });
+                return Err(HsmError::PinIncorrect {
+                    label,
+                    pin_source: config.pin_source.to_string(),
+                    edge_whitespace: config.pin.has_edge_whitespace(),
+                });
             }
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
                 return Err(HsmError::PinLocked { label });
@@ -158,21 +164,24 @@ impl Token {
 
     /// Closes the login session and finalizes the module, so that a later
     /// [`Token::open`] initializes it afresh and reads the token again.
-    /// Errors are ignored: the token may already be gone.
-    pub fn close(self) {
+    ///
+    /// # Errors
+    ///
+    /// The failure of `C_Finalize`. The module may then still be
+    /// initialized, and [`finalize_module`] can try again.
+    pub fn close(self) -> Result<(), HsmError> {
         let Self {
             context,
             login_session,
-            label,
             ..
         } = self;
         match login_session.into_inner() {
             Ok(session) => drop(session),
             Err(poisoned) => drop(poisoned.into_inner()),
         }
-        if let Err(error) = context.finalize() {
-            debug!(%error, token.label = %label, "finalizing the module failed");
-        }
+        context
+            .finalize()
+            .map_err(|source| HsmError::pkcs11("C_Finalize", source))
     }
 
     /// Runs `work` on the session that keeps the login open. Used for rare
@@ -184,6 +193,79 @@ impl Token {
         let session = self.login_session.lock().map_err(|_| HsmError::Poisoned)?;
         work(&session)
     }
+}
+
+/// Finalizes the module at `path` through a new context, for a module
+/// whose `C_Finalize` failed. PKCS#11 leaves the module's state unknown
+/// after such a failure. A module that is still initialized returns
+/// CKR_CRYPTOKI_ALREADY_INITIALIZED from the next `C_Initialize`, which
+/// [`Token::open`] accepts, and keeps what it read of the token before:
+/// SoftHSM, for one, would not read the token directory again. A module
+/// that is not initialized is left as it is.
+pub fn finalize_module(path: &Path) -> Result<(), HsmError> {
+    let context = Pkcs11::new(path).map_err(|source| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match context.finalize() {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => Ok(()),
+        Err(source) => Err(HsmError::pkcs11("C_Finalize", source)),
+    }
+}
+
+/// Replaces a missing token with the SoftHSM configuration problem that
+/// explains it, when there is one.
+fn explain_missing_token(error: HsmError, module: &Path) -> HsmError {
+    match error {
+        HsmError::TokenNotFound {
+            selector,
+            available,
+        } => match softhsm::unset_token_directory(module) {
+            Some(conf) => HsmError::SoftHsmTokenDirectoryUnset {
+                selector,
+                conf,
+                available,
+            },
+            None => HsmError::TokenNotFound {
+                selector,
+                available,
+            },
+        },
+        other => other,
+    }
+}
+
+/// Checks that `path` names a file, so that the error names what the path
+/// is instead: nothing, a directory, a symbolic link loop, and so on.
+fn check_module_path(path: &Path) -> Result<(), HsmError> {
+    let problem = match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => return Ok(()),
+        Ok(metadata) => format!(
+            "is {}, not a PKCS#11 library file",
+            crate::config::describe_file_type(&metadata.file_type())
+        ),
+        Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+            "is a symbolic link loop".to_owned()
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::read_link(path) {
+                Ok(target) => format!(
+                    "is a symbolic link to {}, which does not exist",
+                    target.display()
+                ),
+                Err(_) => {
+                    return Err(HsmError::ModuleMissing {
+                        path: path.to_owned(),
+                    });
+                }
+            }
+        }
+        Err(error) => format!("cannot be read: {error}"),
+    };
+    Err(HsmError::ModuleNotFile {
+        path: path.to_owned(),
+        problem,
+    })
 }
 
 /// Access mode of a new session.

@@ -476,7 +476,11 @@ impl SessionPool {
         }
         if let Some(token) = old {
             match Arc::try_unwrap(token) {
-                Ok(token) => token.close(),
+                Ok(token) => {
+                    if let Err(error) = token.close() {
+                        self.finalize_again(&error);
+                    }
+                }
                 // Finalizing under another user of the context would break
                 // it, and initializing again without finalizing would not
                 // reread the token.
@@ -535,6 +539,20 @@ impl SessionPool {
         }
     }
 
+    /// Finalizes the module once more after `C_Finalize` failed with
+    /// `error`, so that the next connection reads the token afresh. If
+    /// that fails too, the next connection uses the module as it is.
+    fn finalize_again(&self, error: &HsmError) {
+        warn!(%error, "finalizing the module failed; finalizing it again before reconnecting");
+        if let Err(again) = super::finalize_module(&self.config.module) {
+            warn!(
+                error = %again,
+                "finalizing the module failed again; reconnecting to the module as it is, \
+                 which may not read the token afresh"
+            );
+        }
+    }
+
     /// Waits for in-flight calls, then closes every session and finalizes
     /// the module. Work submitted afterwards fails with
     /// [`HsmError::Disconnected`].
@@ -555,20 +573,26 @@ impl SessionPool {
             let _drained = drained;
             let (token, sessions) = match pool.link.lock() {
                 Ok(mut link) => (link.token.take(), std::mem::take(&mut link.idle)),
-                Err(_) => return,
+                Err(_) => return None,
             };
             pool.status
                 .send_modify(|status| status.fault = Some("the service is stopping".into()));
             for session in sessions {
                 let _ = session.close();
             }
-            if let Some(token) = token.and_then(|token| Arc::try_unwrap(token).ok()) {
-                token.close();
+            let connected = token.is_some();
+            if let Some(token) = token.and_then(|token| Arc::try_unwrap(token).ok())
+                && let Err(error) = token.close()
+            {
+                warn!(%error, "finalizing the module at shutdown failed");
             }
+            Some(connected)
         })
         .await;
         match closed {
-            Ok(()) => info!("token sessions closed"),
+            Ok(Some(true)) => info!("token sessions closed"),
+            Ok(Some(false)) => info!("the token was not connected; no sessions to close"),
+            Ok(None) => warn!("session pool lock poisoned; the token's sessions were not closed"),
             Err(error) => warn!(%error, "closing the token sessions failed"),
         }
     }

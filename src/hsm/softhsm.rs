@@ -20,25 +20,49 @@ pub(super) struct Diagnosis {
     pub(super) in_configuration: bool,
 }
 
+/// Returns whether `module` is SoftHSM, by its file name.
+fn is_softhsm(module: &Path) -> bool {
+    module
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.to_ascii_lowercase().contains("softhsm"))
+}
+
+/// Returns the configuration file that SoftHSM reads, and where that path
+/// comes from.
+fn configuration_path() -> (PathBuf, &'static str) {
+    match std::env::var_os("SOFTHSM2_CONF") {
+        Some(path) => (
+            PathBuf::from(path),
+            "SOFTHSM2_CONF, set by hsm.module_env or the environment",
+        ),
+        None => (
+            PathBuf::from(DEFAULT_CONF),
+            "the default, as SOFTHSM2_CONF is unset",
+        ),
+    }
+}
+
+/// Returns SoftHSM's configuration file if `module` is SoftHSM and that
+/// file has no `directories.tokendir` line. SoftHSM 2.6 then reads the
+/// token directory compiled into it (`/var/lib/softhsm/tokens` on Debian)
+/// without an error, so a missing token is the only symptom.
+pub(super) fn unset_token_directory(module: &Path) -> Option<PathBuf> {
+    if !is_softhsm(module) {
+        return None;
+    }
+    let (conf, _) = configuration_path();
+    let text = std::fs::read_to_string(&conf).ok()?;
+    token_directory(&text).is_none().then_some(conf)
+}
+
 /// Returns why SoftHSM cannot initialize, if `module` is SoftHSM and a
 /// reason can be found.
 pub(super) fn diagnose(module: &Path) -> Option<Diagnosis> {
-    let is_softhsm = module
-        .file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.to_ascii_lowercase().contains("softhsm"));
-    if !is_softhsm {
+    if !is_softhsm(module) {
         return None;
     }
-    let (conf, from_env) = match std::env::var_os("SOFTHSM2_CONF") {
-        Some(path) => (PathBuf::from(path), true),
-        None => (PathBuf::from(DEFAULT_CONF), false),
-    };
-    let origin = if from_env {
-        "SOFTHSM2_CONF, set by hsm.module_env or the environment"
-    } else {
-        "the default, as SOFTHSM2_CONF is unset"
-    };
+    let (conf, origin) = configuration_path();
     let text = match std::fs::read_to_string(&conf) {
         Ok(text) => text,
         Err(error) => {
