@@ -1527,12 +1527,23 @@ async fn failing_token_backs_off() {
 
     let deadline = Instant::now() + Duration::from_secs(4);
     let mut failures = 0;
+    // Between retries the service reports the outage. Each retry's
+    // reconnection succeeds (only C_Sign fails), so the outage must be
+    // seen while requests keep failing, not after they stop.
+    let mut outage_seen = false;
     while Instant::now() < deadline {
         let status = fixture.sign("always-failing").await.expect_err("fails");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         failures += 1;
+        if !outage_seen && health_of(&fixture.server).await == [ServingStatus::NotServing; 2] {
+            outage_seen = metric(&fixture.server, TOKEN_READY).await == Some(0.0);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert!(
+        outage_seen,
+        "NOT_SERVING with hallmark_token_ready 0 never seen"
+    );
     let during = fixture.control.counts();
     let initialized = calls_since(&before, &during, "C_Initialize").calls;
     // One reconnection by the first request, then retries after 0.25,
@@ -1542,13 +1553,6 @@ async fn failing_token_backs_off() {
         "{initialized} reconnections for {failures} requests: {during:?}"
     );
     assert!(failures > 50, "{failures} requests");
-    wait_health(
-        &fixture.server,
-        ServingStatus::NotServing,
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!(metric(&fixture.server, TOKEN_READY).await, Some(0.0));
 
     fixture.control.set(&[]);
     wait_health(
