@@ -17,6 +17,7 @@
 
 mod load;
 mod machine;
+mod markdown;
 mod measure;
 mod raw;
 mod report;
