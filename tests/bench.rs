@@ -1,6 +1,6 @@
 //! `hallmark bench` against a real SoftHSM token and real `hallmark serve`
-//! child processes: a short run with an ECDSA P-256 key, checked through
-//! its JSON report, and the errors for bad options.
+//! child processes: a short run of every configuration with an ECDSA P-256
+//! key, checked through its JSON report, and the errors for bad options.
 
 mod common;
 
@@ -9,17 +9,42 @@ use std::process::{Command, Output};
 use common::{HALLMARK, TestToken};
 use serde_json::Value;
 
-/// Requests per configuration: enough for percentiles, few enough that a
-/// debug build runs all five configurations in a few seconds.
+/// Digests per throughput configuration: enough for percentiles, few
+/// enough that a debug build runs every configuration in a few seconds.
 const REQUESTS: u64 = 40;
 
-/// The configurations of a run with `--audit both`, in report order.
-const CONFIGURATIONS: [&str; 5] = [
+/// Digests per single-client configuration.
+const LATENCY_REQUESTS: u64 = 20;
+
+/// Digests per SignBatch request. 40 digests make two full batches and
+/// one of 8.
+const BATCH_SIZE: u64 = 16;
+
+/// Concurrent gRPC clients in the throughput configurations.
+const CLIENTS: u64 = 3;
+
+/// The throughput configurations of a run with `--audit both`, in report
+/// order.
+const THROUGHPUT: [&str; 10] = [
     "raw",
+    "raw-checked",
     "tcp-audit-on",
     "tcp-audit-off",
     "unix-audit-on",
     "unix-audit-off",
+    "tcp-batch-audit-on",
+    "tcp-batch-audit-off",
+    "unix-batch-audit-on",
+    "unix-batch-audit-off",
+];
+
+/// The single-client configurations of a run with `--audit both`, in
+/// report order, after the throughput ones.
+const SINGLE_CLIENT: [&str; 4] = [
+    "raw-1",
+    "unix-1-audit-off",
+    "unix-1-audit-on",
+    "tcp-1-audit-off",
 ];
 
 fn bench(token: &TestToken, args: &[&str]) -> Output {
@@ -50,8 +75,12 @@ fn bench_measures_every_configuration() {
             "default",
             "--requests",
             &REQUESTS.to_string(),
+            "--latency-requests",
+            &LATENCY_REQUESTS.to_string(),
             "--clients",
-            "3",
+            &CLIENTS.to_string(),
+            "--batch-size",
+            &BATCH_SIZE.to_string(),
             "--audit",
             "both",
             "--json",
@@ -64,21 +93,34 @@ fn bench_measures_every_configuration() {
         output.status.success(),
         "bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    for name in CONFIGURATIONS {
+    for name in THROUGHPUT.iter().chain(&SINGLE_CLIENT) {
         assert!(
             stdout.contains(&format!("| {name} ")),
             "table row {name}:\n{stdout}"
         );
     }
-    assert!(
-        stdout.contains("audit on/off throughput over tcp"),
-        "{stdout}"
-    );
+    for base in ["tcp", "unix", "tcp-batch", "unix-batch", "unix-1"] {
+        assert!(
+            stdout.contains(&format!("audit on/off throughput over {base}: ")),
+            "audit ratio {base}:\n{stdout}"
+        );
+    }
+    for line in [
+        "Latency is per call:",
+        "self-check: ",
+        "start-up to SERVING: ",
+        "latency that the service adds with one client",
+    ] {
+        assert!(stdout.contains(line), "{line}:\n{stdout}");
+    }
 
     let text = std::fs::read_to_string(&json_path).expect("JSON report written");
     let report: Value = serde_json::from_str(&text).expect("report is JSON");
-    assert_eq!(report["settings"]["requests"], REQUESTS);
-    assert_eq!(report["settings"]["clients"], 3);
+    let settings = &report["settings"];
+    assert_eq!(settings["requests"], REQUESTS);
+    assert_eq!(settings["latency_requests"], LATENCY_REQUESTS);
+    assert_eq!(settings["clients"], CLIENTS);
+    assert_eq!(settings["batch_size"], BATCH_SIZE);
     assert!(report["machine"]["cores"].as_u64() >= Some(1));
     assert!(report["machine"]["avx512ifma"].is_boolean());
     assert!(
@@ -98,59 +140,160 @@ fn bench_measures_every_configuration() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, CONFIGURATIONS);
+    let expected: Vec<&str> = THROUGHPUT.iter().chain(&SINGLE_CLIENT).copied().collect();
+    assert_eq!(names, expected);
     for configuration in configurations {
-        let name = &configuration["name"];
-        assert_eq!(configuration["requests"], REQUESTS, "{name}");
-        assert_eq!(configuration["ok"], REQUESTS, "{name}");
-        assert_eq!(configuration["errors"], 0, "{name}");
+        check_configuration(configuration, &settings["sessions"]);
+    }
+
+    let ratios = key["audit_ratios"].as_array().expect("audit ratios");
+    let pairs: Vec<(&str, &str)> = ratios
+        .iter()
+        .filter_map(|r| Some((r["on"].as_str()?, r["off"].as_str()?)))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("tcp-audit-on", "tcp-audit-off"),
+            ("unix-audit-on", "unix-audit-off"),
+            ("tcp-batch-audit-on", "tcp-batch-audit-off"),
+            ("unix-batch-audit-on", "unix-batch-audit-off"),
+            ("unix-1-audit-on", "unix-1-audit-off"),
+        ]
+    );
+    for ratio in ratios {
+        assert!(number(ratio, "on_to_off") > 0.0, "{ratio}");
+    }
+
+    let check = &key["self_check"];
+    assert!(number(check, "mean_us_per_signature") > 0.0, "{check}");
+    let checked = &configurations[1];
+    assert_eq!(
+        number(check, "checked_per_second"),
+        number(checked, "throughput_per_second")
+    );
+    assert_eq!(
+        number(check, "mean_us_per_signature"),
+        number(checked, "self_check_us_per_signature")
+    );
+
+    let added = key["added_latency"].as_array().expect("added latency");
+    let added_names: Vec<&str> = added
+        .iter()
+        .filter_map(|a| a["configuration"].as_str())
+        .collect();
+    assert_eq!(added_names, SINGLE_CLIENT[1..]);
+    let raw_single = &configurations[THROUGHPUT.len()]["latency"];
+    for entry in added {
+        let (p50, p99) = (number(entry, "p50_us"), number(entry, "p99_us"));
+        let added_p50 = p50 - number(raw_single, "p50_us");
         assert!(
-            number(configuration, "throughput_per_second") > 0.0,
-            "{name}"
+            (number(entry, "added_p50_us") - added_p50).abs() < 0.01,
+            "{entry}"
         );
-        assert!(number(configuration, "ratio_to_raw") > 0.0, "{name}");
-        let latency = &configuration["latency"];
-        assert!(number(latency, "p50_us") > 0.0, "{name}");
+        let added_p99 = p99 - number(raw_single, "p99_us");
         assert!(
-            number(latency, "p90_us") >= number(latency, "p50_us"),
-            "{name}"
-        );
-        assert!(
-            number(latency, "p99_us") >= number(latency, "p90_us"),
-            "{name}"
-        );
-        assert!(
-            number(latency, "max_us") >= number(latency, "p99_us"),
-            "{name}"
+            (number(entry, "added_p99_us") - added_p99).abs() < 0.01,
+            "{entry}"
         );
     }
 
-    let raw = &configurations[0];
-    assert_eq!(raw["workers"], report["settings"]["sessions"]);
-    assert!(raw["service_memory"].is_null());
-    for service in &configurations[1..] {
-        let name = &service["name"];
-        assert_eq!(service["workers"], 3, "{name}");
-        let memory = &service["service_memory"];
+    let services = THROUGHPUT.len() - 2 + SINGLE_CLIENT.len() - 1;
+    let startup = &key["startup"];
+    assert_eq!(startup["processes"], services);
+    assert!(number(startup, "min_ms") > 0.0, "{startup}");
+    assert!(
+        number(startup, "median_ms") >= number(startup, "min_ms"),
+        "{startup}"
+    );
+}
+
+/// Checks one configuration of the run in `bench_measures_every_configuration`.
+fn check_configuration(configuration: &Value, sessions: &Value) {
+    let name = configuration["name"].as_str().expect("name");
+    let single = SINGLE_CLIENT.contains(&name);
+    let service = !name.starts_with("raw");
+    let batch = name.contains("-batch-");
+    let requests = if single { LATENCY_REQUESTS } else { REQUESTS };
+    let part = if single {
+        "single-client"
+    } else {
+        "throughput"
+    };
+    assert_eq!(configuration["part"], part, "{name}");
+    assert_eq!(configuration["requests"], requests, "{name}");
+    assert_eq!(configuration["ok"], requests, "{name}");
+    assert_eq!(configuration["errors"], 0, "{name}");
+    assert_eq!(
+        configuration["error_kinds"],
+        serde_json::json!({}),
+        "{name}"
+    );
+    let (per_call, calls) = if batch {
+        (BATCH_SIZE, REQUESTS.div_ceil(BATCH_SIZE))
+    } else {
+        (1, requests)
+    };
+    assert_eq!(configuration["signatures_per_call"], per_call, "{name}");
+    assert_eq!(configuration["calls"], calls, "{name}");
+    let workers = match (single, service) {
+        (true, _) => serde_json::json!(1),
+        (false, true) => serde_json::json!(CLIENTS),
+        (false, false) => sessions.clone(),
+    };
+    assert_eq!(configuration["workers"], workers, "{name}");
+
+    assert!(
+        number(configuration, "throughput_per_second") > 0.0,
+        "{name}"
+    );
+    assert!(number(configuration, "ratio_to_raw") > 0.0, "{name}");
+    let latency = &configuration["latency"];
+    assert!(number(latency, "p50_us") > 0.0, "{name}");
+    assert!(
+        number(latency, "p90_us") >= number(latency, "p50_us"),
+        "{name}"
+    );
+    assert!(
+        number(latency, "p99_us") >= number(latency, "p90_us"),
+        "{name}"
+    );
+    assert!(
+        number(latency, "max_us") >= number(latency, "p99_us"),
+        "{name}"
+    );
+    assert_eq!(
+        configuration["self_check_us_per_signature"].is_number(),
+        name == "raw-checked",
+        "{name}"
+    );
+
+    if service {
+        let transport = name.split('-').next();
+        assert_eq!(configuration["transport"].as_str(), transport, "{name}");
+        assert_eq!(
+            configuration["audit"].as_bool(),
+            Some(name.ends_with("-audit-on")),
+            "{name}"
+        );
+        let rpc = if batch { "SignBatch" } else { "Sign" };
+        assert_eq!(configuration["rpc"], rpc, "{name}");
+        let memory = &configuration["service_memory"];
         assert!(number(memory, "vm_hwm_kib") > 0.0, "{name}");
         assert!(
             number(memory, "vm_rss_kib") <= number(memory, "vm_hwm_kib"),
             "{name}"
         );
         assert!(
-            number(service, "client_cpu_us_per_signature") >= 0.0,
+            number(configuration, "client_cpu_us_per_signature") >= 0.0,
             "{name}"
         );
-    }
-
-    let ratios = key["audit_ratios"].as_array().expect("audit ratios");
-    let transports: Vec<&str> = ratios
-        .iter()
-        .filter_map(|r| r["transport"].as_str())
-        .collect();
-    assert_eq!(transports, ["tcp", "unix"]);
-    for ratio in ratios {
-        assert!(number(ratio, "on_to_off") > 0.0, "{ratio}");
+        assert!(number(configuration, "startup_ms") > 0.0, "{name}");
+    } else {
+        assert!(configuration["transport"].is_null(), "{name}");
+        assert!(configuration["rpc"].is_null(), "{name}");
+        assert!(configuration["service_memory"].is_null(), "{name}");
+        assert!(configuration["startup_ms"].is_null(), "{name}");
     }
 }
 
@@ -182,4 +325,38 @@ fn bench_rejects_bad_options() {
     assert_eq!(crowded.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&crowded.stderr);
     assert!(stderr.contains("server.max_pending"), "{stderr}");
+
+    // The default signing.max_batch is 256.
+    let large_batch = bench(&token, &["--batch-size", "257", "--requests", "1"]);
+    assert_eq!(large_batch.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&large_batch.stderr);
+    assert!(
+        stderr.contains("--batch-size 257 exceeds signing.max_batch = 256"),
+        "{stderr}"
+    );
+
+    // 20 clients with 64 digests each would keep 1280 digests in
+    // progress, and server.max_pending defaults to 1024.
+    let crowded_batches = bench(
+        &token,
+        &[
+            "--clients",
+            "20",
+            "--batch-size",
+            "64",
+            "--requests",
+            "2000",
+        ],
+    );
+    assert_eq!(crowded_batches.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&crowded_batches.stderr);
+    assert!(
+        stderr.contains("would keep 1280 digests in progress, more than server.max_pending = 1024"),
+        "{stderr}"
+    );
+
+    let empty_batch = bench(&token, &["--batch-size", "0", "--requests", "1"]);
+    assert_eq!(empty_batch.status.code(), Some(2));
+    let no_latency = bench(&token, &["--latency-requests", "0", "--requests", "1"]);
+    assert_eq!(no_latency.status.code(), Some(2));
 }

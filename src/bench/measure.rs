@@ -15,33 +15,79 @@ use serde::Serialize;
 /// How often the progress bar reads the request counter.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The requests that one worker (a thread or a client task) completed.
+/// The calls that one worker (a thread or a client task) made.
+///
+/// A call signs one digest, except a SignBatch call, which signs a batch.
 #[derive(Debug, Default)]
 pub struct Tally {
-    /// Latency of each successful request.
+    /// Latency of each call that returned: one C_Sign, or one gRPC call
+    /// that returned a response, whatever its items' results.
     pub latencies: Vec<Duration>,
-    /// Failed requests, counted by error kind.
+    /// Calls made, whether they returned or failed.
+    pub calls: usize,
+    /// Signatures returned.
+    pub signatures: usize,
+    /// Digests that got no signature, counted by error kind.
     pub errors: BTreeMap<String, u64>,
+    /// Self-checks run after C_Sign, in the raw configuration that runs
+    /// them.
+    pub checks: usize,
+    /// The total time of those self-checks.
+    pub check_time: Duration,
 }
 
 impl Tally {
-    /// Records one request that took `elapsed`, or failed with `error`.
+    /// Records a call for one digest that took `elapsed`, or failed with
+    /// `error`.
     pub fn record(&mut self, elapsed: Duration, error: Option<String>) {
         match error {
-            None => self.latencies.push(elapsed),
-            Some(kind) => *self.errors.entry(kind).or_default() += 1,
+            None => self.record_returned(elapsed, 1, []),
+            Some(kind) => self.record_failed(kind, 1),
         }
     }
 
-    /// Adds another worker's requests to this one.
+    /// Records a call that returned after `elapsed` with `signatures`
+    /// signatures and one failed digest per item of `item_errors`.
+    pub fn record_returned(
+        &mut self,
+        elapsed: Duration,
+        signatures: usize,
+        item_errors: impl IntoIterator<Item = String>,
+    ) {
+        self.calls += 1;
+        self.latencies.push(elapsed);
+        self.signatures += signatures;
+        for kind in item_errors {
+            *self.errors.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// Records a call that failed as a whole, so that none of its
+    /// `digests` got a signature.
+    pub fn record_failed(&mut self, kind: String, digests: u64) {
+        self.calls += 1;
+        *self.errors.entry(kind).or_default() += digests;
+    }
+
+    /// Records one self-check that took `elapsed`.
+    pub fn record_check(&mut self, elapsed: Duration) {
+        self.checks += 1;
+        self.check_time += elapsed;
+    }
+
+    /// Adds another worker's calls to this one.
     pub fn merge(&mut self, other: Tally) {
         self.latencies.extend(other.latencies);
+        self.calls += other.calls;
+        self.signatures += other.signatures;
         for (kind, count) in other.errors {
             *self.errors.entry(kind).or_default() += count;
         }
+        self.checks += other.checks;
+        self.check_time += other.check_time;
     }
 
-    /// Returns the number of failed requests.
+    /// Returns the number of digests that got no signature.
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
@@ -53,13 +99,26 @@ pub struct Timed {
     /// Wall-clock time from the start of the first request to the end of
     /// the last.
     pub elapsed: Duration,
-    /// Every request, merged over the workers.
+    /// Every call, merged over the workers.
     pub tally: Tally,
     /// CPU time (user and system) that the bench process used meanwhile.
     pub bench_cpu: Duration,
     /// CPU time that the service process used meanwhile, for the service
     /// configurations.
     pub service_cpu: Option<Duration>,
+}
+
+/// The measurements of one service configuration: its requests, the
+/// service's memory and its start-up time.
+#[derive(Debug)]
+pub struct ServiceRun {
+    /// The timed requests.
+    pub timed: Timed,
+    /// The service process's memory right after the timed requests.
+    pub memory: Memory,
+    /// Time from spawning the service process to its first SERVING health
+    /// response.
+    pub startup: Duration,
 }
 
 /// Latency percentiles in microseconds.
@@ -260,12 +319,35 @@ mod tests {
         let mut first = Tally::default();
         first.record(Duration::from_micros(5), None);
         first.record(Duration::ZERO, Some("UNAVAILABLE".into()));
+        first.record_check(Duration::from_micros(30));
         let mut second = Tally::default();
         second.record(Duration::ZERO, Some("UNAVAILABLE".into()));
         second.record(Duration::from_micros(7), None);
+        second.record_check(Duration::from_micros(50));
         first.merge(second);
         assert_eq!(first.latencies.len(), 2);
+        assert_eq!(first.calls, 4);
+        assert_eq!(first.signatures, 2);
         assert_eq!(first.errors.get("UNAVAILABLE"), Some(&2));
         assert_eq!(first.error_count(), 2);
+        assert_eq!(first.checks, 2);
+        assert_eq!(first.check_time, Duration::from_micros(80));
+    }
+
+    #[test]
+    fn batch_calls_count_items() {
+        let mut tally = Tally::default();
+        tally.record_returned(
+            Duration::from_micros(900),
+            14,
+            ["item INTERNAL".to_owned(), "item INTERNAL".to_owned()],
+        );
+        tally.record_failed("UNAVAILABLE".into(), 16);
+        assert_eq!(tally.calls, 2);
+        assert_eq!(tally.latencies, [Duration::from_micros(900)]);
+        assert_eq!(tally.signatures, 14);
+        assert_eq!(tally.errors.get("item INTERNAL"), Some(&2));
+        assert_eq!(tally.errors.get("UNAVAILABLE"), Some(&16));
+        assert_eq!(tally.error_count(), 18);
     }
 }

@@ -1,26 +1,40 @@
 //! `hallmark bench`: signs the same digests straight through PKCS#11 and
 //! through a real `hallmark serve`, and measures both.
 //!
-//! For each key the run has these configurations, each with the same
-//! random digests:
+//! For each key the run has these configurations, in this order, each
+//! with the same random digests ([`setup`]):
 //!
 //! - `raw`: one thread per session, as many sessions as the service's
 //!   pool, each calling `C_SignInit` and `C_Sign` on the token key
 //!   ([`raw`]);
+//! - `raw-checked`: the same, plus the service's own encoding and
+//!   signature self-check after each `C_Sign`, so that the price of the
+//!   check shows as its throughput ratio to `raw`;
 //! - `tcp-audit-on`, `tcp-audit-off`, `unix-audit-on`, `unix-audit-off`:
 //!   a `hallmark serve` child process per configuration, on loopback TCP
 //!   or a Unix socket, with the audit log on or off, driven by concurrent
-//!   gRPC clients ([`service`], [`load`]).
+//!   gRPC clients that call Sign ([`service`], [`load`]);
+//! - `tcp-batch-audit-on` and the others with `-batch-`: the same with
+//!   SignBatch requests of `--batch-size` digests;
+//! - `raw-1`, `unix-1-audit-off`, `unix-1-audit-on`, `tcp-1-audit-off`:
+//!   one raw thread, or one gRPC client calling Sign, for the latency that
+//!   the service adds to `C_Sign`.
 //!
-//! Every configuration sends the same fixed number of requests. The
-//! results are a Markdown table and a JSON document ([`Report`]).
+//! Service configurations run only for the audit settings of `--audit`.
+//! The throughput configurations sign `--requests` digests each, and the
+//! single-client ones `--latency-requests`. Every service configuration
+//! also measures its child's start-up time, from spawning it to its first
+//! SERVING health response. The results are a Markdown table and a JSON
+//! document ([`Report`]).
 
 mod load;
 mod machine;
+mod markdown;
 mod measure;
 mod raw;
 mod report;
 mod service;
+mod setup;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -31,14 +45,18 @@ use std::time::{Duration, SystemTime};
 
 pub use machine::Machine;
 pub use measure::{Latency, Memory};
-pub use report::{AuditRatio, Configuration, KeyReport, Report, Settings};
+pub use report::{
+    AddedLatency, AuditRatio, Configuration, KeyReport, Report, SelfCheckCost, Settings, Startup,
+};
 
 use crate::config::Config;
 use crate::hsm::{HsmError, Token};
 use crate::keys::{self, KeyName, KeyVersion};
 use crate::pb;
-use measure::{Progress, Timed};
+use load::Calls;
+use measure::{Progress, ServiceRun};
 use service::Service;
+use setup::{Kind, Rpc, ServiceSetup, Spec};
 
 /// How long a service child gets to bind and report SERVING. Start-up
 /// opens the token and reads every key, which takes well under a second
@@ -96,12 +114,12 @@ pub enum BenchError {
     },
     /// The service rejected the untimed request that precedes timing, so
     /// every timed request would fail the same way.
-    #[error("the service rejected a Sign request before timing began: {code}: {message}")]
+    #[error("the service rejected a {rpc} request before timing began: {reason}")]
     WarmUp {
-        /// The gRPC status code.
-        code: &'static str,
-        /// The status message.
-        message: String,
+        /// The gRPC method.
+        rpc: &'static str,
+        /// The gRPC code and message of the call or of its item.
+        reason: String,
     },
     /// A raw thread or client task panicked. This is a bug in the bench.
     #[error("a bench worker panicked")]
@@ -155,10 +173,15 @@ pub struct Plan {
     pub config_path: PathBuf,
     /// The keys to measure, in order.
     pub keys: Vec<KeyName>,
-    /// Requests per configuration.
+    /// Digests per throughput configuration.
     pub requests: usize,
-    /// Concurrent gRPC clients per service configuration.
+    /// Digests per single-client configuration.
+    pub latency_requests: usize,
+    /// Concurrent gRPC clients per service throughput configuration.
     pub clients: usize,
+    /// Digests per SignBatch request, at most the service's
+    /// `signing.max_batch`.
+    pub batch_size: usize,
     /// The audit settings to run the service with, in order.
     pub audit: Vec<Audit>,
     /// The command line, for the report.
@@ -261,10 +284,12 @@ pub fn run(plan: &Plan, config: &Config) -> Result<Report, BenchError> {
         machine,
         settings: Settings {
             requests: plan.requests,
+            latency_requests: plan.latency_requests,
             sessions: config.hsm.sessions,
             clients: plan.clients,
+            batch_size: plan.batch_size,
             channels: "one channel (HTTP/2 connection) per client",
-            warm_up: "one request per raw thread and per client, not counted",
+            warm_up: "one request per raw thread and per client, with one digest, not counted",
         },
         keys: reports,
         warnings,
@@ -307,41 +332,48 @@ struct KeyBench<'a> {
 }
 
 impl KeyBench<'_> {
-    /// Runs the raw configuration and then each service configuration.
+    /// Runs every configuration of the key in turn.
     fn run(&mut self, version: &KeyVersion) -> Result<KeyReport, BenchError> {
-        let digests = Arc::new(random_digests(
-            self.plan.requests,
-            version.algorithm.digest_len(),
-        )?);
-        let claimed = Arc::new(AtomicUsize::new(0));
-        let timed = {
-            let _progress = self.progress(version, "raw", &claimed);
-            raw::run(self.token, version, self.sessions, &digests, &claimed)?
-        };
-        let raw = Configuration::raw(self.sessions, self.plan.requests, &timed);
-        let raw_throughput = raw.throughput_per_second;
-        let mut configurations = vec![raw];
-        for transport in [Transport::Tcp, Transport::Unix] {
-            for &audit in &self.plan.audit {
-                let (timed, memory) = self.run_service(version, &digests, transport, audit)?;
-                configurations.push(Configuration::service(
-                    (transport, audit),
-                    self.plan.clients,
-                    self.plan.requests,
-                    &timed,
-                    memory,
-                    raw_throughput,
-                ));
+        let specs = setup::configurations(self.plan, self.sessions);
+        let count = specs.iter().map(|spec| spec.requests).max().unwrap_or(0);
+        let all = Arc::new(random_digests(count, version.algorithm.digest_len())?);
+        let mut configurations = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            // Every configuration signs the first digests of the same set.
+            let digests = if spec.requests == all.len() {
+                Arc::clone(&all)
+            } else {
+                Arc::new(all[..spec.requests].to_vec())
+            };
+            configurations.push(self.run_one(version, spec, digests)?);
+        }
+        Ok(KeyReport::new(version, configurations))
+    }
+
+    /// Runs one configuration.
+    fn run_one(
+        &mut self,
+        version: &KeyVersion,
+        spec: &Spec,
+        digests: Arc<Vec<Vec<u8>>>,
+    ) -> Result<Configuration, BenchError> {
+        match spec.kind {
+            Kind::Raw(after) => {
+                let claimed = Arc::new(AtomicUsize::new(0));
+                let _progress = self.progress(version, spec, &claimed);
+                let timed = raw::run(self.token, version, spec.workers, after, &digests, &claimed)?;
+                Ok(Configuration::raw(spec, &timed))
+            }
+            Kind::Service(setup) => {
+                let run = self.run_service(version, spec, setup, digests)?;
+                Ok(Configuration::service(
+                    spec,
+                    setup,
+                    self.plan.batch_size,
+                    &run,
+                ))
             }
         }
-        Ok(KeyReport {
-            key_name: version.name.to_string(),
-            algorithm: version.algorithm.as_str(),
-            bits: version.bits,
-            key_id: version.key_id.clone(),
-            audit_ratios: AuditRatio::pair(&configurations),
-            configurations,
-        })
     }
 
     /// Starts a service child for one configuration, measures it, reads
@@ -349,10 +381,15 @@ impl KeyBench<'_> {
     fn run_service(
         &mut self,
         version: &KeyVersion,
-        digests: &Arc<Vec<Vec<u8>>>,
-        transport: Transport,
-        audit: Audit,
-    ) -> Result<(Timed, Memory), BenchError> {
+        spec: &Spec,
+        setup: ServiceSetup,
+        digests: Arc<Vec<Vec<u8>>>,
+    ) -> Result<ServiceRun, BenchError> {
+        let ServiceSetup {
+            transport,
+            audit,
+            rpc,
+        } = setup;
         self.runs += 1;
         let dir = self.workdir.path.join(format!("run-{}", self.runs));
         create_private_dir(&dir)?;
@@ -374,34 +411,24 @@ impl KeyBench<'_> {
             &dir.join("grpc.sock"),
             START_TIMEOUT,
         )?;
-        let template = pb::SignRequest {
-            digest: Vec::new(),
-            hash_algorithm: version.algorithm.hash_algorithm() as i32,
-            key_name: version.name.to_string(),
-            request_id: String::new(),
-            signature_encoding: pb::SignatureEncoding::Unspecified as i32,
-        };
+        let calls = self.calls(version, rpc);
         let claimed = Arc::new(AtomicUsize::new(0));
-        let label = format!(
-            "{transport}-audit-{audit}",
-            transport = transport.as_str(),
-            audit = audit.as_str()
-        );
-        let timed = self.runtime.block_on(async {
-            service.wait_serving(START_TIMEOUT).await?;
-            let mut channels = Vec::with_capacity(self.plan.clients);
-            for _ in 0..self.plan.clients {
+        let (startup, timed) = self.runtime.block_on(async {
+            let startup = service.wait_serving(START_TIMEOUT).await?;
+            let mut channels = Vec::with_capacity(spec.workers);
+            for _ in 0..spec.workers {
                 channels.push(service.connect().await?);
             }
-            let _progress = self.progress(version, &label, &claimed);
-            load::drive(
+            let _progress = self.progress(version, spec, &claimed);
+            let timed = load::drive(
                 channels,
-                template,
-                Arc::clone(digests),
+                calls,
+                digests,
                 Arc::clone(&claimed),
                 service.pid(),
             )
-            .await
+            .await?;
+            Ok::<_, BenchError>((startup, timed))
         })?;
         let memory = measure::process_memory(service.pid()).map_err(|source| BenchError::Io {
             context: format!("cannot read /proc/{}/status", service.pid()),
@@ -410,20 +437,51 @@ impl KeyBench<'_> {
         let status = service.stop()?;
         if !status.success() {
             self.warnings.push(format!(
-                "the service for {} {label} at {} stopped with {status}; its last log \
+                "the service for {} {} at {} stopped with {status}; its last log \
                  lines:\n{}",
                 version.name,
+                spec.name,
                 service.addr(),
                 service.log_text()
             ));
         }
-        Ok((timed, memory))
+        Ok(ServiceRun {
+            timed,
+            memory,
+            startup,
+        })
     }
 
-    fn progress(&self, version: &KeyVersion, label: &str, claimed: &Arc<AtomicUsize>) -> Progress {
+    /// Returns the requests, without their digests, that the clients of a
+    /// service configuration send.
+    fn calls(&self, version: &KeyVersion, rpc: Rpc) -> Calls {
+        let hash_algorithm = version.algorithm.hash_algorithm() as i32;
+        let key_name = version.name.to_string();
+        let signature_encoding = pb::SignatureEncoding::Unspecified as i32;
+        match rpc {
+            Rpc::Sign => Calls::Sign(pb::SignRequest {
+                digest: Vec::new(),
+                hash_algorithm,
+                key_name,
+                request_id: String::new(),
+                signature_encoding,
+            }),
+            Rpc::SignBatch => Calls::SignBatch {
+                template: pb::SignBatchRequest {
+                    items: Vec::new(),
+                    hash_algorithm,
+                    key_name,
+                    signature_encoding,
+                },
+                size: self.plan.batch_size,
+            },
+        }
+    }
+
+    fn progress(&self, version: &KeyVersion, spec: &Spec, claimed: &Arc<AtomicUsize>) -> Progress {
         Progress::start(
-            format!("{} {label}", version.name),
-            self.plan.requests,
+            format!("{} {}", version.name, spec.name),
+            spec.requests,
             Arc::clone(claimed),
         )
     }

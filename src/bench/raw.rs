@@ -1,11 +1,12 @@
-//! The raw configuration: `C_SignInit` and `C_Sign` on the token key
-//! straight through PKCS#11, with no gRPC, policy, audit log or
-//! self-check in between.
+//! The raw configurations: `C_SignInit` and `C_Sign` on the token key
+//! straight through PKCS#11, with no gRPC, policy or audit log in between,
+//! and with or without the service's self-check after each signature.
 //!
-//! It opens as many sessions as the service's pool and runs one OS thread
-//! per session, the way the pool keeps each session on one blocking thread
-//! at a time. The mechanism and the token input are the ones the service
-//! builds, from [`crate::keys::algorithm`].
+//! A run opens a number of sessions and runs one OS thread per session,
+//! the way the pool keeps each session on one blocking thread at a time.
+//! The mechanism and the token input are the ones the service builds, from
+//! [`crate::keys::algorithm`], and the self-check is the service's own
+//! function, [`keys::check_signature`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -18,8 +19,20 @@ use cryptoki::session::Session;
 use super::BenchError;
 use super::measure::{self, Tally, Timed};
 use crate::hsm::{Access, HsmError, Token};
-use crate::keys::KeyVersion;
-use crate::keys::algorithm::{self, Algorithm};
+use crate::keys::algorithm::{self, Algorithm, SignatureEncoding};
+use crate::keys::{self, KeyVersion};
+use crate::pb;
+
+/// The work that a raw worker does after each `C_Sign`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterSign {
+    /// Nothing, so that the figures are the token's alone.
+    Nothing,
+    /// The service's handling of every signature before it returns it:
+    /// encoding as the bench's Sign requests ask, and verification with
+    /// the public key ([`keys::check_signature`]).
+    SelfCheck,
+}
 
 /// The key and mechanism parameters that every raw worker signs with.
 #[derive(Clone, Copy)]
@@ -50,7 +63,8 @@ impl SignSpec {
 }
 
 /// Signs every digest once with the active version `key`, on `threads`
-/// sessions of `token`, each on its own thread.
+/// sessions of `token`, each on its own thread, and runs `after` after
+/// each signature.
 ///
 /// Before timing starts, each session signs one digest, which is not
 /// counted, so that a key that cannot sign fails here with its PKCS#11
@@ -59,6 +73,7 @@ pub fn run(
     token: &Token,
     key: &KeyVersion,
     threads: usize,
+    after: AfterSign,
     digests: &[Vec<u8>],
     claimed: &Arc<AtomicUsize>,
 ) -> Result<Timed, BenchError> {
@@ -84,6 +99,14 @@ pub fn run(
         sessions.push(session);
     }
 
+    let job = Job {
+        spec,
+        key,
+        after,
+        inputs: &inputs,
+        digests,
+        claimed,
+    };
     // The workers and this thread start together, so the clock starts
     // when the first request can begin.
     let start = Barrier::new(threads + 1);
@@ -91,8 +114,8 @@ pub fn run(
         let workers: Vec<_> = sessions
             .into_iter()
             .map(|session| {
-                let (start, inputs) = (&start, &inputs);
-                scope.spawn(move || worker(&session, spec, inputs, claimed, start))
+                let (start, job) = (&start, &job);
+                scope.spawn(move || worker(&session, job, start))
             })
             .collect();
         let bench_cpu = measure::process_cpu(std::process::id());
@@ -121,28 +144,50 @@ pub fn run(
     })
 }
 
-/// Signs digests on one session until every digest has been claimed.
-fn worker(
-    session: &Session,
+/// The state that every worker of one run shares.
+struct Job<'a> {
     spec: SignSpec,
-    inputs: &[Vec<u8>],
-    claimed: &AtomicUsize,
-    start: &Barrier,
-) -> Result<Tally, BenchError> {
-    let mechanism = spec.mechanism();
+    key: &'a KeyVersion,
+    after: AfterSign,
+    /// The token input for each digest, at the digest's index.
+    inputs: &'a [Vec<u8>],
+    digests: &'a [Vec<u8>],
+    claimed: &'a AtomicUsize,
+}
+
+/// Signs digests on one session until every digest has been claimed.
+///
+/// The latency of a request covers `C_Sign` and, with
+/// [`AfterSign::SelfCheck`], the check, which is also timed on its own.
+fn worker(session: &Session, job: &Job, start: &Barrier) -> Result<Tally, BenchError> {
+    let mechanism = job.spec.mechanism();
+    // The bench's Sign requests leave the encoding unspecified, which the
+    // service treats as this one.
+    let encoding = SignatureEncoding::from(pb::SignatureEncoding::Unspecified);
     // Every thread reaches the barrier, even one that cannot build the
     // mechanism, so that the others are not left waiting.
     start.wait();
     let mechanism = mechanism?;
     let mut tally = Tally::default();
     loop {
-        let index = claimed.fetch_add(1, Ordering::Relaxed);
-        let Some(input) = inputs.get(index) else {
+        let index = job.claimed.fetch_add(1, Ordering::Relaxed);
+        let (Some(input), Some(digest)) = (job.inputs.get(index), job.digests.get(index)) else {
             break;
         };
         let started = Instant::now();
-        let result = spec.sign(session, &mechanism, input);
-        tally.record(started.elapsed(), result.err().map(|e| e.to_string()));
+        let mut result = job
+            .spec
+            .sign(session, &mechanism, input)
+            .map_err(|error| error.to_string());
+        if job.after == AfterSign::SelfCheck
+            && let Ok(raw) = result
+        {
+            let checking = Instant::now();
+            let checked = keys::check_signature(job.key, digest, raw, encoding);
+            tally.record_check(checking.elapsed());
+            result = checked.map_err(|error| error.to_string());
+        }
+        tally.record(started.elapsed(), result.err());
     }
     Ok(tally)
 }

@@ -1,13 +1,16 @@
 //! The results of a run, as JSON and as a Markdown table.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use super::Audit;
 use super::machine::Machine;
-use super::measure::{Latency, Memory, Timed};
-use super::{Audit, Transport};
+use super::measure::{Latency, Memory, ServiceRun, Timed};
+use super::raw::AfterSign;
+use super::setup::{Kind, Part, Rpc, ServiceSetup, Spec};
+use crate::keys::KeyVersion;
 
 /// Everything one run measured, with what is needed to reproduce it.
 #[derive(Debug, Serialize)]
@@ -34,12 +37,18 @@ pub struct Report {
 /// The settings that apply to every key.
 #[derive(Debug, Serialize)]
 pub struct Settings {
-    /// Sign requests in each configuration, not counting warm-up requests.
+    /// Digests signed in each throughput configuration, not counting
+    /// warm-up requests.
     pub requests: usize,
+    /// Digests signed in each single-client configuration.
+    pub latency_requests: usize,
     /// Sessions: the raw threads, and the service's session pool.
     pub sessions: usize,
-    /// Concurrent gRPC clients in each service configuration.
+    /// Concurrent gRPC clients in each service throughput configuration.
     pub clients: usize,
+    /// Digests per SignBatch request. The last request of a configuration
+    /// may have fewer.
+    pub batch_size: usize,
     /// The connections of the gRPC clients.
     pub channels: &'static str,
     /// Requests sent before timing starts, which are not counted.
@@ -57,40 +66,83 @@ pub struct KeyReport {
     pub bits: u32,
     /// The active version's key ID.
     pub key_id: String,
-    /// The raw configuration first, then each service configuration.
+    /// Every configuration, in the order they ran: the throughput
+    /// configurations, then the single-client ones.
     pub configurations: Vec<Configuration>,
     /// Service throughput with the audit log on divided by the throughput
-    /// with it off, per transport, when both were measured.
+    /// with it off, for each pair of configurations that differ only in
+    /// the audit log.
     pub audit_ratios: Vec<AuditRatio>,
+    /// The cost of the signature self-check, from `raw-checked`.
+    pub self_check: Option<SelfCheckCost>,
+    /// The latency that each single-client service configuration adds to
+    /// `raw-1`.
+    pub added_latency: Vec<AddedLatency>,
+    /// The start-up times of the key's service processes.
+    pub startup: Option<Startup>,
+}
+
+impl KeyReport {
+    /// Builds the report of key `key` from its configurations, and computes
+    /// the ratios and summaries.
+    pub fn new(key: &KeyVersion, mut configurations: Vec<Configuration>) -> Self {
+        set_ratios_to_raw(&mut configurations);
+        Self {
+            key_name: key.name.to_string(),
+            algorithm: key.algorithm.as_str(),
+            bits: key.bits,
+            key_id: key.key_id.clone(),
+            audit_ratios: AuditRatio::pair(&configurations),
+            self_check: SelfCheckCost::find(&configurations),
+            added_latency: AddedLatency::list(&configurations),
+            startup: Startup::summarize(&configurations),
+            configurations,
+        }
+    }
 }
 
 /// The results of one configuration of one key.
 #[derive(Debug, Serialize)]
 pub struct Configuration {
-    /// `raw`, or `TRANSPORT-audit-on` or `TRANSPORT-audit-off`.
+    /// `raw`, `raw-checked` or `raw-1`, or a service configuration such as
+    /// `tcp-audit-on`, `unix-batch-audit-off` or `unix-1-audit-on`.
     pub name: String,
+    /// `throughput` for the configurations with many workers and
+    /// `single-client` for those with one.
+    pub part: &'static str,
     /// `tcp` or `unix` for a service configuration.
     pub transport: Option<&'static str>,
     /// Whether the service's audit log was on.
     pub audit: Option<bool>,
+    /// `Sign` or `SignBatch`: the method that the clients of a service
+    /// configuration called.
+    pub rpc: Option<&'static str>,
     /// Raw threads, or gRPC clients.
     pub workers: usize,
-    /// Requests sent.
+    /// Digests to sign.
     pub requests: usize,
-    /// Requests that returned a signature.
+    /// Timed calls: C_Sign calls for raw, gRPC calls for the service.
+    pub calls: usize,
+    /// Digests per call: 1, or the batch size for SignBatch, whose last
+    /// call may have fewer.
+    pub signatures_per_call: usize,
+    /// Digests that got a signature.
     pub ok: usize,
-    /// Requests that failed.
+    /// Digests that got none: failed calls count each of their digests,
+    /// and failed SignBatch items count one each.
     pub errors: u64,
-    /// Failed requests by gRPC code or PKCS#11 error.
+    /// Those digests by gRPC code (`item CODE` for a SignBatch item) or
+    /// PKCS#11 error.
     pub error_kinds: BTreeMap<String, u64>,
-    /// Wall-clock time of the timed requests.
+    /// Wall-clock time of the timed calls.
     pub seconds: f64,
     /// Signatures per second: `ok / seconds`.
     pub throughput_per_second: f64,
-    /// This throughput divided by the raw throughput of the same key.
+    /// This throughput divided by the throughput of `raw` for the same key.
     pub ratio_to_raw: f64,
-    /// Latency of the successful requests, per C_Sign call for raw and
-    /// per gRPC call, measured by the client, for the service.
+    /// Latency of each call that returned: one C_Sign for raw (with the
+    /// self-check for `raw-checked`), and one gRPC call, measured by the
+    /// client, for the service. A SignBatch call signs many digests.
     pub latency: Latency,
     /// CPU time per signature of the process that called C_Sign: the
     /// bench process for raw, the service process otherwise.
@@ -98,47 +150,53 @@ pub struct Configuration {
     /// CPU time per signature of the bench process that ran the gRPC
     /// clients, for a service configuration.
     pub client_cpu_us_per_signature: Option<f64>,
+    /// Mean time of one self-check, measured around the check alone, for
+    /// `raw-checked`.
+    pub self_check_us_per_signature: Option<f64>,
+    /// Time from spawning the service process to its first SERVING health
+    /// response, in milliseconds.
+    pub startup_ms: Option<f64>,
     /// Memory of the service process at the end of its run.
     pub service_memory: Option<Memory>,
 }
 
 impl Configuration {
-    /// Builds the raw configuration's results.
-    pub fn raw(workers: usize, requests: usize, timed: &Timed) -> Self {
-        let mut raw = Self::from_timed("raw".into(), workers, requests, timed, 0.0);
-        raw.ratio_to_raw = 1.0;
+    /// Builds the results of a raw configuration. The ratio to raw is set
+    /// later, by [`KeyReport::new`].
+    pub fn raw(spec: &Spec, timed: &Timed) -> Self {
+        let mut raw = Self::from_timed(spec, 1, timed);
         raw.signer_cpu_us_per_signature = per_signature(timed.bench_cpu, raw.ok);
+        if spec.kind == Kind::Raw(AfterSign::SelfCheck) {
+            raw.self_check_us_per_signature =
+                Some(per_signature(timed.tally.check_time, timed.tally.checks));
+        }
         raw
     }
 
-    /// Builds a service configuration's results.
-    pub fn service(
-        (transport, audit): (Transport, Audit),
-        workers: usize,
-        requests: usize,
-        timed: &Timed,
-        memory: Memory,
-        raw_throughput: f64,
-    ) -> Self {
-        let name = format!("{}-audit-{}", transport.as_str(), audit.as_str());
-        let mut service = Self::from_timed(name, workers, requests, timed, raw_throughput);
-        service.transport = Some(transport.as_str());
-        service.audit = Some(audit == Audit::On);
+    /// Builds the results of a service configuration that ran with
+    /// `setup`, with SignBatch requests of `batch_size` digests if any. The
+    /// ratio to raw is set later, by [`KeyReport::new`].
+    pub fn service(spec: &Spec, setup: ServiceSetup, batch_size: usize, run: &ServiceRun) -> Self {
+        let per_call = match setup.rpc {
+            Rpc::Sign => 1,
+            Rpc::SignBatch => batch_size,
+        };
+        let timed = &run.timed;
+        let mut service = Self::from_timed(spec, per_call, timed);
+        service.transport = Some(setup.transport.as_str());
+        service.audit = Some(setup.audit == Audit::On);
+        service.rpc = Some(setup.rpc.as_str());
         service.signer_cpu_us_per_signature =
             per_signature(timed.service_cpu.unwrap_or_default(), service.ok);
         service.client_cpu_us_per_signature = Some(per_signature(timed.bench_cpu, service.ok));
-        service.service_memory = Some(memory);
+        // Whole nanoseconds divided by 10^6 print without binary noise.
+        service.startup_ms = Some(run.startup.as_nanos() as f64 / 1e6);
+        service.service_memory = Some(run.memory);
         service
     }
 
-    fn from_timed(
-        name: String,
-        workers: usize,
-        requests: usize,
-        timed: &Timed,
-        raw_throughput: f64,
-    ) -> Self {
-        let ok = timed.tally.latencies.len();
+    fn from_timed(spec: &Spec, signatures_per_call: usize, timed: &Timed) -> Self {
+        let ok = timed.tally.signatures;
         let seconds = timed.elapsed.as_secs_f64();
         let throughput = if seconds > 0.0 {
             ok as f64 / seconds
@@ -146,30 +204,66 @@ impl Configuration {
             0.0
         };
         Self {
-            name,
+            name: spec.name.clone(),
+            part: spec.part.as_str(),
             transport: None,
             audit: None,
-            workers,
-            requests,
+            rpc: None,
+            workers: spec.workers,
+            requests: spec.requests,
+            calls: timed.tally.calls,
+            signatures_per_call,
             ok,
             errors: timed.tally.error_count(),
             error_kinds: timed.tally.errors.clone(),
             seconds,
             throughput_per_second: throughput,
-            ratio_to_raw: ratio(throughput, raw_throughput),
+            ratio_to_raw: 0.0,
             latency: Latency::from_samples(&timed.tally.latencies),
             signer_cpu_us_per_signature: 0.0,
             client_cpu_us_per_signature: None,
+            self_check_us_per_signature: None,
+            startup_ms: None,
             service_memory: None,
         }
     }
 }
 
-/// Service throughput with the audit log on and off, on one transport.
+/// The name of the configuration that every ratio refers to.
+const RAW: &str = "raw";
+
+/// The name of the single-client configuration without the service.
+pub(super) const RAW_SINGLE: &str = "raw-1";
+
+/// The name of the raw configuration that runs the self-check.
+const RAW_CHECKED: &str = "raw-checked";
+
+/// Sets each configuration's ratio to the throughput of `raw`.
+fn set_ratios_to_raw(configurations: &mut [Configuration]) {
+    let raw = throughput_of(configurations, RAW).unwrap_or(0.0);
+    for configuration in configurations {
+        configuration.ratio_to_raw = ratio(configuration.throughput_per_second, raw);
+    }
+}
+
+fn find<'a>(configurations: &'a [Configuration], name: &str) -> Option<&'a Configuration> {
+    configurations.iter().find(|c| c.name == name)
+}
+
+fn throughput_of(configurations: &[Configuration], name: &str) -> Option<f64> {
+    find(configurations, name).map(|c| c.throughput_per_second)
+}
+
+/// Service throughput with the audit log on and off, in two configurations
+/// that differ only in the audit log.
 #[derive(Debug, Serialize)]
 pub struct AuditRatio {
     /// `tcp` or `unix`.
     pub transport: &'static str,
+    /// The configuration with the audit log on, such as `tcp-batch-audit-on`.
+    pub on: String,
+    /// The configuration with the audit log off.
+    pub off: String,
     /// Signatures per second with the audit log on.
     pub on_per_second: f64,
     /// Signatures per second with the audit log off.
@@ -179,27 +273,128 @@ pub struct AuditRatio {
 }
 
 impl AuditRatio {
-    /// Pairs the audit-on and audit-off configurations of each transport.
+    /// Pairs each `NAME-audit-on` configuration with `NAME-audit-off`.
     pub fn pair(configurations: &[Configuration]) -> Vec<Self> {
-        let find = |transport: &str, audit: bool| {
-            configurations
-                .iter()
-                .find(|c| c.transport == Some(transport) && c.audit == Some(audit))
-                .map(|c| c.throughput_per_second)
-        };
-        [Transport::Tcp, Transport::Unix]
-            .into_iter()
-            .filter_map(|transport| {
-                let name = transport.as_str();
-                let (on, off) = (find(name, true)?, find(name, false)?);
+        configurations
+            .iter()
+            .filter_map(|on| {
+                let base = on.name.strip_suffix("-audit-on")?;
+                let off = find(configurations, &format!("{base}-audit-off"))?;
                 Some(Self {
-                    transport: name,
-                    on_per_second: on,
-                    off_per_second: off,
-                    on_to_off: ratio(on, off),
+                    transport: on.transport?,
+                    on: on.name.clone(),
+                    off: off.name.clone(),
+                    on_per_second: on.throughput_per_second,
+                    off_per_second: off.throughput_per_second,
+                    on_to_off: ratio(on.throughput_per_second, off.throughput_per_second),
                 })
             })
             .collect()
+    }
+
+    /// Returns the name that the two configurations share, such as
+    /// `tcp-batch`.
+    pub fn base(&self) -> &str {
+        self.on.strip_suffix("-audit-on").unwrap_or(&self.on)
+    }
+}
+
+/// The cost of the service's signature self-check, from the raw
+/// configurations with and without it.
+#[derive(Debug, Serialize)]
+pub struct SelfCheckCost {
+    /// Mean time of one self-check, measured around the check alone.
+    pub mean_us_per_signature: f64,
+    /// Signatures per second of `raw-checked`.
+    pub checked_per_second: f64,
+    /// Signatures per second of `raw`.
+    pub raw_per_second: f64,
+    /// `checked_per_second / raw_per_second`: the share of raw throughput
+    /// that remains with the check.
+    pub checked_to_raw: f64,
+}
+
+impl SelfCheckCost {
+    /// Reads the cost from `raw` and `raw-checked`, when both ran.
+    pub fn find(configurations: &[Configuration]) -> Option<Self> {
+        let checked = find(configurations, RAW_CHECKED)?;
+        let raw = throughput_of(configurations, RAW)?;
+        Some(Self {
+            mean_us_per_signature: checked.self_check_us_per_signature?,
+            checked_per_second: checked.throughput_per_second,
+            raw_per_second: raw,
+            checked_to_raw: ratio(checked.throughput_per_second, raw),
+        })
+    }
+}
+
+/// The latency that a single-client service configuration adds to a raw
+/// C_Sign on one session (`raw-1`).
+#[derive(Debug, Serialize)]
+pub struct AddedLatency {
+    /// The service configuration, such as `unix-1-audit-off`.
+    pub configuration: String,
+    /// Its median latency.
+    pub p50_us: f64,
+    /// Its 99th percentile.
+    pub p99_us: f64,
+    /// `p50_us` minus the median of `raw-1`.
+    pub added_p50_us: f64,
+    /// `p99_us` minus the 99th percentile of `raw-1`.
+    pub added_p99_us: f64,
+}
+
+impl AddedLatency {
+    /// Compares each single-client service configuration with `raw-1`.
+    pub fn list(configurations: &[Configuration]) -> Vec<Self> {
+        let Some(raw) = find(configurations, RAW_SINGLE) else {
+            return Vec::new();
+        };
+        configurations
+            .iter()
+            .filter(|c| c.part == Part::SingleClient.as_str() && c.transport.is_some())
+            .map(|c| Self {
+                configuration: c.name.clone(),
+                p50_us: c.latency.p50_us,
+                p99_us: c.latency.p99_us,
+                added_p50_us: difference_us(c.latency.p50_us, raw.latency.p50_us),
+                added_p99_us: difference_us(c.latency.p99_us, raw.latency.p99_us),
+            })
+            .collect()
+    }
+}
+
+/// Returns `a - b` for times in whole nanoseconds given in microseconds,
+/// rounded to whole nanoseconds so that it prints without binary noise.
+fn difference_us(a: f64, b: f64) -> f64 {
+    ((a - b) * 1000.0).round() / 1000.0
+}
+
+/// The start-up times of one key's service processes, from spawning each
+/// to its first SERVING health response.
+#[derive(Debug, Serialize)]
+pub struct Startup {
+    /// Service processes started.
+    pub processes: usize,
+    /// The shortest start-up time, in milliseconds.
+    pub min_ms: f64,
+    /// The median, by nearest rank, in milliseconds.
+    pub median_ms: f64,
+}
+
+impl Startup {
+    /// Summarizes the start-up times of the service configurations.
+    pub fn summarize(configurations: &[Configuration]) -> Option<Self> {
+        let mut times: Vec<f64> = configurations.iter().filter_map(|c| c.startup_ms).collect();
+        times.sort_by(f64::total_cmp);
+        let min_ms = *times.first()?;
+        // The nearest rank of the 50th percentile, as for latencies.
+        let median_ms = times[times.len().div_ceil(2) - 1];
+        Some(Self {
+            processes: times.len(),
+            min_ms,
+            median_ms,
+        })
     }
 }
 
@@ -211,179 +406,44 @@ fn ratio(numerator: f64, denominator: f64) -> f64 {
     }
 }
 
-fn per_signature(cpu: std::time::Duration, signatures: usize) -> f64 {
+/// Returns `time` per signature in microseconds.
+fn per_signature(time: Duration, signatures: usize) -> f64 {
     if signatures == 0 {
         0.0
     } else {
-        cpu.as_secs_f64() * 1e6 / signatures as f64
+        time.as_secs_f64() * 1e6 / signatures as f64
     }
-}
-
-impl Report {
-    /// Renders the facts of the run, then one Markdown table per key and
-    /// its audit on/off ratios.
-    pub fn table(&self) -> String {
-        let mut out = String::new();
-        let machine = &self.machine;
-        let _ = writeln!(
-            out,
-            "hallmark {} ({} build), {}",
-            self.hallmark_version, self.build_profile, self.date
-        );
-        let _ = writeln!(out, "command: {}", self.command);
-        let _ = writeln!(
-            out,
-            "machine: {} cores, {}, avx512ifma {}, {} MiB memory, kernel {}, load average {}",
-            machine.cores,
-            machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
-            if machine.avx512ifma { "yes" } else { "no" },
-            machine.memory_kib.map_or(0, |kib| kib / 1024),
-            machine.kernel.as_deref().unwrap_or("unknown"),
-            machine
-                .load_average_1m
-                .map_or("unknown".into(), |load| format!("{load:.2}")),
-        );
-        let _ = writeln!(
-            out,
-            "PKCS#11 module: {}{}",
-            machine.pkcs11_module,
-            machine
-                .softhsm_version
-                .as_ref()
-                .map_or(String::new(), |v| format!(" (softhsm2-util {v})")),
-        );
-        let settings = &self.settings;
-        let _ = writeln!(
-            out,
-            "{} requests per configuration; {} sessions (raw threads and service pool); \
-             {} gRPC clients, {}; warm-up: {}",
-            settings.requests,
-            settings.sessions,
-            settings.clients,
-            settings.channels,
-            settings.warm_up
-        );
-        for key in &self.keys {
-            out.push('\n');
-            let _ = writeln!(
-                out,
-                "key {} ({}, {} bits, key ID {})\n",
-                key.key_name, key.algorithm, key.bits, key.key_id
-            );
-            out.push_str(&key_table(&key.configurations));
-            if !key.audit_ratios.is_empty() {
-                out.push('\n');
-                for ratio in &key.audit_ratios {
-                    let _ = writeln!(
-                        out,
-                        "audit on/off throughput over {}: {:.2} ({:.0} sig/s on, {:.0} sig/s off)",
-                        ratio.transport, ratio.on_to_off, ratio.on_per_second, ratio.off_per_second
-                    );
-                }
-            }
-        }
-        for warning in &self.warnings {
-            let _ = writeln!(out, "\nwarning: {warning}");
-        }
-        out
-    }
-}
-
-const HEADERS: [&str; 13] = [
-    "configuration",
-    "requests",
-    "errors",
-    "sig/s",
-    "vs raw",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "max ms",
-    "signer CPU µs/sig",
-    "client CPU µs/sig",
-    "VmHWM MiB",
-    "VmRSS MiB",
-];
-
-fn key_table(configurations: &[Configuration]) -> String {
-    let rows: Vec<Vec<String>> = configurations.iter().map(row).collect();
-    render_markdown(&HEADERS, &rows)
-}
-
-fn row(c: &Configuration) -> Vec<String> {
-    let ms = |us: f64| format!("{:.3}", us / 1000.0);
-    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
-    vec![
-        c.name.clone(),
-        c.requests.to_string(),
-        c.errors.to_string(),
-        format!("{:.0}", c.throughput_per_second),
-        format!("{:.2}", c.ratio_to_raw),
-        ms(c.latency.p50_us),
-        ms(c.latency.p90_us),
-        ms(c.latency.p99_us),
-        ms(c.latency.max_us),
-        format!("{:.0}", c.signer_cpu_us_per_signature),
-        c.client_cpu_us_per_signature
-            .map_or("-".into(), |us| format!("{us:.0}")),
-        c.service_memory.map_or("-".into(), |m| mib(m.vm_hwm_kib)),
-        c.service_memory.map_or("-".into(), |m| mib(m.vm_rss_kib)),
-    ]
-}
-
-/// Renders a Markdown table with padded columns, the first left-aligned
-/// and the rest right-aligned, so that it reads well in a terminal too.
-fn render_markdown(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &mut dyn Iterator<Item = String>| {
-        let mut text = String::from("|");
-        for (column, cell) in cells.enumerate() {
-            let width = widths[column];
-            if column == 0 {
-                let _ = write!(text, " {cell:<width$} |");
-            } else {
-                let _ = write!(text, " {cell:>width$} |");
-            }
-        }
-        text.push('\n');
-        text
-    };
-    let mut out = line(&mut headers.iter().map(|h| (*h).to_owned()));
-    out.push('|');
-    for (column, width) in widths.iter().enumerate() {
-        let dashes = "-".repeat(*width);
-        if column == 0 {
-            let _ = write!(out, " {dashes} |");
-        } else {
-            let _ = write!(out, "{dashes}-:|");
-        }
-    }
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(&mut row.iter().cloned()));
-    }
-    out
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
     use crate::bench::measure::Tally;
+    use crate::bench::setup::{configurations, test_plan};
 
-    fn timed(ok: u64, errors: u64, seconds: u64) -> Timed {
-        let mut tally = Tally::default();
-        for i in 0..ok {
-            tally.record(Duration::from_micros(100 + i), None);
+    /// Returns the configuration `name` of a run with `--audit both`, two
+    /// sessions and the settings of [`test_plan`].
+    pub fn spec(name: &str) -> Spec {
+        configurations(&test_plan(vec![Audit::On, Audit::Off]), 2)
+            .into_iter()
+            .find(|spec| spec.name == name)
+            .unwrap_or_else(|| panic!("no configuration {name}"))
+    }
+
+    fn setup(spec: &Spec) -> ServiceSetup {
+        match spec.kind {
+            Kind::Service(setup) => setup,
+            Kind::Raw(_) => panic!("{} is not a service configuration", spec.name),
         }
-        for _ in 0..errors {
-            tally.record(Duration::ZERO, Some("UNAVAILABLE".into()));
+    }
+
+    /// Returns one Sign call per latency, in microseconds, taking `seconds`.
+    pub fn timed_latencies(latencies_us: &[u64], seconds: u64) -> Timed {
+        let mut tally = Tally::default();
+        for &us in latencies_us {
+            tally.record(Duration::from_micros(us), None);
         }
         Timed {
             elapsed: Duration::from_secs(seconds),
@@ -393,61 +453,162 @@ mod tests {
         }
     }
 
-    #[test]
-    fn configurations_compute_rates_and_ratios() {
-        let raw = Configuration::raw(2, 1000, &timed(1000, 0, 2));
-        assert_eq!(raw.throughput_per_second, 500.0);
-        assert_eq!(raw.ratio_to_raw, 1.0);
-        assert_eq!(raw.signer_cpu_us_per_signature, 500.0);
-        assert_eq!(raw.client_cpu_us_per_signature, None);
+    fn timed(ok: u64, errors: u64, seconds: u64) -> Timed {
+        let latencies: Vec<u64> = (0..ok).map(|i| 100 + i).collect();
+        let mut timed = timed_latencies(&latencies, seconds);
+        for _ in 0..errors {
+            timed
+                .tally
+                .record(Duration::ZERO, Some("UNAVAILABLE".into()));
+        }
+        timed
+    }
 
-        let memory = Memory {
-            vm_hwm_kib: 2048,
-            vm_rss_kib: 1024,
-            threads: 9,
+    /// Builds service configuration `name` from `timed`, with a start-up
+    /// time of `startup_ms`.
+    pub fn service(name: &str, timed: Timed, startup_ms: u64) -> Configuration {
+        let spec = spec(name);
+        let run = ServiceRun {
+            timed,
+            memory: Memory {
+                vm_hwm_kib: 2048,
+                vm_rss_kib: 1024,
+                threads: 9,
+            },
+            startup: Duration::from_millis(startup_ms),
         };
-        let on = Configuration::service(
-            (Transport::Tcp, Audit::On),
-            4,
-            1000,
-            &timed(990, 10, 4),
-            memory,
-            raw.throughput_per_second,
-        );
-        assert_eq!(on.name, "tcp-audit-on");
-        assert_eq!(on.ok, 990);
-        assert_eq!(on.errors, 10);
-        assert_eq!(on.throughput_per_second, 247.5);
-        assert_eq!(on.ratio_to_raw, 0.495);
-        assert_eq!(on.client_cpu_us_per_signature, Some(0.5e6 / 990.0));
-
-        let off = Configuration::service(
-            (Transport::Tcp, Audit::Off),
-            4,
-            1000,
-            &timed(1000, 0, 2),
-            memory,
-            raw.throughput_per_second,
-        );
-        let ratios = AuditRatio::pair(&[raw, on, off]);
-        assert_eq!(ratios.len(), 1);
-        assert_eq!(ratios[0].transport, "tcp");
-        assert_eq!(ratios[0].on_to_off, 0.495);
+        Configuration::service(&spec, setup(&spec), 64, &run)
     }
 
     #[test]
-    fn markdown_columns_align() {
-        let rows = vec![
-            vec!["raw".to_owned(), "12345".to_owned()],
-            vec!["tcp-audit-on".to_owned(), "7".to_owned()],
+    fn configurations_compute_rates_and_ratios() {
+        let raw = Configuration::raw(&spec("raw"), &timed(1000, 0, 2));
+        assert_eq!(raw.part, "throughput");
+        assert_eq!((raw.workers, raw.requests, raw.calls), (2, 1000, 1000));
+        assert_eq!(raw.signatures_per_call, 1);
+        assert_eq!(raw.throughput_per_second, 500.0);
+        assert_eq!(raw.signer_cpu_us_per_signature, 500.0);
+        assert_eq!(raw.client_cpu_us_per_signature, None);
+        assert_eq!(raw.self_check_us_per_signature, None);
+        assert_eq!(raw.startup_ms, None);
+
+        let on = service("tcp-audit-on", timed(990, 10, 4), 120);
+        assert_eq!(on.name, "tcp-audit-on");
+        assert_eq!(on.transport, Some("tcp"));
+        assert_eq!(on.audit, Some(true));
+        assert_eq!(on.rpc, Some("Sign"));
+        assert_eq!(on.workers, 4);
+        assert_eq!(on.ok, 990);
+        assert_eq!(on.errors, 10);
+        assert_eq!(on.calls, 1000);
+        assert_eq!(on.throughput_per_second, 247.5);
+        assert_eq!(on.client_cpu_us_per_signature, Some(0.5e6 / 990.0));
+        assert_eq!(on.startup_ms, Some(120.0));
+
+        let mut batch_timed = timed(0, 0, 2);
+        batch_timed
+            .tally
+            .record_returned(Duration::from_millis(3), 64, []);
+        batch_timed.tally.record_returned(
+            Duration::from_millis(5),
+            63,
+            ["item INTERNAL".to_owned()],
+        );
+        batch_timed.tally.record_failed("UNAVAILABLE".into(), 64);
+        let batch = service("unix-batch-audit-off", batch_timed, 90);
+        assert_eq!(batch.rpc, Some("SignBatch"));
+        assert_eq!(batch.signatures_per_call, 64);
+        assert_eq!((batch.calls, batch.ok, batch.errors), (3, 127, 65));
+        assert_eq!(batch.error_kinds.get("item INTERNAL"), Some(&1));
+        assert_eq!(batch.error_kinds.get("UNAVAILABLE"), Some(&64));
+        assert_eq!(batch.throughput_per_second, 63.5);
+        assert_eq!(batch.latency.p50_us, 3000.0);
+        assert_eq!(batch.latency.max_us, 5000.0);
+
+        let mut configurations = vec![raw, on, batch];
+        set_ratios_to_raw(&mut configurations);
+        let ratios: Vec<f64> = configurations.iter().map(|c| c.ratio_to_raw).collect();
+        assert_eq!(ratios, [1.0, 0.495, 0.127]);
+    }
+
+    #[test]
+    fn audit_ratios_pair_matching_names() {
+        let configurations = [
+            Configuration::raw(&spec("raw"), &timed(100, 0, 1)),
+            service("tcp-audit-on", timed(90, 0, 1), 100),
+            service("tcp-audit-off", timed(100, 0, 1), 100),
+            service("unix-audit-on", timed(50, 0, 1), 100),
+            service("tcp-batch-audit-on", timed(80, 0, 1), 100),
+            service("tcp-batch-audit-off", timed(100, 0, 1), 100),
+            service("unix-1-audit-off", timed(40, 0, 1), 100),
+            service("unix-1-audit-on", timed(20, 0, 1), 100),
         ];
-        let table = render_markdown(&["configuration", "sig/s"], &rows);
-        let expected = "\
-| configuration | sig/s |
-| ------------- |------:|
-| raw           | 12345 |
-| tcp-audit-on  |     7 |
-";
-        assert_eq!(table, expected);
+        let ratios = AuditRatio::pair(&configurations);
+        let bases: Vec<&str> = ratios.iter().map(AuditRatio::base).collect();
+        assert_eq!(bases, ["tcp", "tcp-batch", "unix-1"]);
+        assert_eq!(ratios[1].on, "tcp-batch-audit-on");
+        assert_eq!(ratios[1].off, "tcp-batch-audit-off");
+        assert_eq!(ratios[1].transport, "tcp");
+        assert_eq!(ratios[1].on_to_off, 0.8);
+        assert_eq!(ratios[2].transport, "unix");
+        assert_eq!(ratios[2].on_to_off, 0.5);
+    }
+
+    #[test]
+    fn self_check_cost_compares_checked_with_raw() {
+        let raw = Configuration::raw(&spec("raw"), &timed(1000, 0, 2));
+        let mut checked_timed = timed(1000, 0, 2);
+        checked_timed.elapsed = Duration::from_millis(2500);
+        for _ in 0..1000 {
+            checked_timed.tally.record_check(Duration::from_micros(40));
+        }
+        let checked = Configuration::raw(&spec("raw-checked"), &checked_timed);
+        assert_eq!(checked.self_check_us_per_signature, Some(40.0));
+        assert!(SelfCheckCost::find(std::slice::from_ref(&raw)).is_none());
+
+        let cost = SelfCheckCost::find(&[raw, checked]).expect("both ran");
+        assert_eq!(cost.mean_us_per_signature, 40.0);
+        assert_eq!(cost.checked_per_second, 400.0);
+        assert_eq!(cost.raw_per_second, 500.0);
+        assert_eq!(cost.checked_to_raw, 0.8);
+    }
+
+    #[test]
+    fn added_latency_subtracts_raw_single() {
+        let raw: Vec<u64> = (1..=100).collect();
+        let served: Vec<u64> = (101..=200).collect();
+        let configurations = [
+            Configuration::raw(&spec("raw"), &timed_latencies(&served, 1)),
+            service("tcp-audit-off", timed_latencies(&served, 1), 100),
+            Configuration::raw(&spec("raw-1"), &timed_latencies(&raw, 1)),
+            service("unix-1-audit-off", timed_latencies(&served, 1), 100),
+        ];
+        let added = AddedLatency::list(&configurations);
+        assert_eq!(added.len(), 1);
+        assert_eq!(added[0].configuration, "unix-1-audit-off");
+        assert_eq!((added[0].p50_us, added[0].p99_us), (150.0, 199.0));
+        assert_eq!(
+            (added[0].added_p50_us, added[0].added_p99_us),
+            (100.0, 100.0)
+        );
+        assert!(AddedLatency::list(&configurations[..2]).is_empty());
+    }
+
+    #[test]
+    fn startup_takes_min_and_median() {
+        let mut configurations = vec![
+            Configuration::raw(&spec("raw"), &timed(10, 0, 1)),
+            service("tcp-audit-on", timed(10, 0, 1), 120),
+            service("tcp-audit-off", timed(10, 0, 1), 80),
+            service("unix-audit-on", timed(10, 0, 1), 100),
+        ];
+        let startup = Startup::summarize(&configurations).expect("services ran");
+        assert_eq!(startup.processes, 3);
+        assert_eq!((startup.min_ms, startup.median_ms), (80.0, 100.0));
+
+        configurations.push(service("unix-audit-off", timed(10, 0, 1), 90));
+        let startup = Startup::summarize(&configurations).expect("services ran");
+        assert_eq!((startup.min_ms, startup.median_ms), (80.0, 90.0));
+        assert!(Startup::summarize(&configurations[..1]).is_none());
     }
 }

@@ -1,5 +1,5 @@
 //! A `hallmark serve` child process for the service configurations: its
-//! configuration file, start-up, health and shutdown.
+//! configuration file, start-up and its duration, health and shutdown.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -25,6 +25,11 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// How often start-up and shutdown are checked.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How often health is checked until the child reports SERVING. The
+/// start-up time is measured at the first SERVING response, so it is at most
+/// this much late, plus one health call.
+const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How long the child gets to exit after SIGTERM before it is killed. The
 /// service's default drain timeout is 10 s, and the bench has closed its
@@ -133,6 +138,8 @@ pub struct Service {
     log: LogTail,
     /// The thread that reads stderr. It ends when the child exits.
     reader: Option<std::thread::JoinHandle<()>>,
+    /// When the child was spawned.
+    spawned: Instant,
 }
 
 impl Service {
@@ -150,6 +157,7 @@ impl Service {
             Transport::Tcp => "127.0.0.1:0".to_owned(),
             Transport::Unix => format!("unix:{}", path_text(socket)?),
         };
+        let spawned = Instant::now();
         let mut child = Command::new(exe)
             .args(["--log-format", "json", "serve", "--config"])
             .arg(config)
@@ -178,6 +186,7 @@ impl Service {
             addr: ServiceAddr::Unix(socket.to_owned()),
             log,
             reader,
+            spawned,
         };
         let deadline = Instant::now() + timeout;
         loop {
@@ -240,8 +249,9 @@ impl Service {
     }
 
     /// Waits until the child's health service reports SERVING for the
-    /// whole server.
-    pub async fn wait_serving(&mut self, timeout: Duration) -> Result<(), BenchError> {
+    /// whole server, and returns the time from spawning the child to that
+    /// response: the service's start-up time.
+    pub async fn wait_serving(&mut self, timeout: Duration) -> Result<Duration, BenchError> {
         let deadline = Instant::now() + timeout;
         let mut health = HealthClient::new(self.connect().await?);
         loop {
@@ -252,10 +262,10 @@ impl Service {
                 .await
                 .map(|response| response.into_inner().status);
             if status.is_ok_and(|status| status == ServingStatus::Serving as i32) {
-                return Ok(());
+                return Ok(self.spawned.elapsed());
             }
             self.check_running(deadline, timeout)?;
-            tokio::time::sleep(POLL_INTERVAL).await;
+            tokio::time::sleep(HEALTH_POLL_INTERVAL).await;
         }
     }
 

@@ -19,6 +19,7 @@ pub use lifecycle::{
     RotateMode, Transition, create_version, destroy_expired, list_versions, revoke, rotate,
 };
 pub use ring::{KeyRing, KeyVersion, Snapshot, Timeline, salt_problems, timeline};
+pub(crate) use signer::check_signature;
 pub use signer::{SignError, Signed, SignedBatch, Signer};
 
 pub use crate::verify::algorithm::{SHA256_LEN, key_id_text, rsa_thumbprint};
