@@ -605,12 +605,6 @@ impl<'a> Builder<'a> {
             }
         }
         let wait_for_default_key = raw.signing.wait_for_default_key.unwrap_or(false);
-        let max_batch = raw.signing.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
-        if !(1..=MAX_MAX_BATCH).contains(&max_batch) {
-            self.problem(format!(
-                "signing.max_batch: {max_batch} is outside 1..={MAX_MAX_BATCH}"
-            ));
-        }
         let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
         let rotation_check_interval = match raw.rotation.check_interval {
             None => DEFAULT_ROTATION_CHECK_INTERVAL,
@@ -643,6 +637,16 @@ impl<'a> Builder<'a> {
         if !(1..=MAX_MAX_PENDING).contains(&max_pending) {
             self.problem(format!(
                 "server.max_pending: {max_pending} is outside 1..={MAX_MAX_PENDING}"
+            ));
+        }
+        // Unset, the batch limit follows a small admission limit down.
+        let max_batch = raw
+            .signing
+            .max_batch
+            .unwrap_or(DEFAULT_MAX_BATCH.min(max_pending.max(1)));
+        if !(1..=MAX_MAX_BATCH).contains(&max_batch) {
+            self.problem(format!(
+                "signing.max_batch: {max_batch} is outside 1..={MAX_MAX_BATCH}"
             ));
         }
         if max_batch <= MAX_MAX_BATCH && max_batch > max_pending {
@@ -1315,6 +1319,9 @@ mod tests {
     fn max_batch_has_a_default_and_bounds() {
         let config = parse_with(MINIMAL, &[], &Overrides::default()).expect("valid");
         assert_eq!(config.max_batch, DEFAULT_MAX_BATCH);
+        let text = format!("[server]\nmax_pending = 8\n{MINIMAL}");
+        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
+        assert_eq!(config.max_batch, 8);
         let text = format!("[signing]\nmax_batch = 16\n{MINIMAL}");
         let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
         assert_eq!(config.max_batch, 16);

@@ -38,6 +38,15 @@ use crate::signals::{self, StopRequest, StopSignal};
 const MISSING_KEY_RETRY: Duration = Duration::from_secs(1);
 /// Maximum wait at shutdown for Sign tasks to release the audit log.
 const AUDIT_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for idle connections to let go of the audit
+/// log once every request has ended.
+const IDLE_AUDIT_CLOSE_WAIT: Duration = Duration::from_millis(250);
+
+/// How long shutdown waits, after the drain, for requests in progress to
+/// stop and write their audit records. A request stops before its next
+/// PKCS#11 call, so only a call that hangs in the module outlasts this.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(3);
 /// First wait before opening an unavailable token again; each failure
 /// doubles it up to [`RECONNECT_BACKOFF_MAX`].
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -357,7 +366,7 @@ impl Prepared {
     /// Closes the audit log and the token without serving.
     async fn close(self) {
         if let Some(log) = self.audit {
-            close_audit(log).await;
+            close_audit(log, true).await;
         }
         self.signer.pool().close().await;
     }
@@ -615,6 +624,7 @@ async fn run(
         metrics,
         audit.clone(),
     );
+    let in_flight = api.in_flight();
     let signer_service = SignerServiceServer::new(api)
         .max_decoding_message_size(config.max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
@@ -702,10 +712,23 @@ async fn run(
     let served = tokio::select! {
         served = serving => served,
         () = drain_deadline => {
-            warn!(timeout = ?drain_timeout, "drain deadline passed; closing remaining connections");
+            warn!(timeout = ?drain_timeout,
+                "drain deadline passed; giving up the work of requests in progress");
             Ok(())
         }
     };
+    // Requests still running, such as a long batch, stop before their next
+    // signature, and their audit records are written before the final
+    // checkpoint, which then covers them.
+    let unfinished = in_flight.stop(IN_FLIGHT_WAIT).await;
+    if unfinished > 0 {
+        warn!(
+            requests = unfinished,
+            wait = ?IN_FLIGHT_WAIT,
+            "requests still in progress after the wait; the final checkpoint may not cover \
+             their audit records, but none of them has returned a signature"
+        );
+    }
     refresher.abort();
     if let Some(task) = health_task {
         match task.await {
@@ -724,8 +747,9 @@ async fn run(
             Err(error) => warn!(%error, "audit checkpoint task failed"),
         }
     }
+    drop(in_flight);
     if let Some(log) = audit {
-        close_audit(log).await;
+        close_audit(log, unfinished == 0).await;
     }
     signer.pool().close().await;
     match metrics_task.await {
@@ -763,8 +787,15 @@ fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
 /// Sign tasks whose clients left before the drain deadline still hold it
 /// until they have written their records, so this waits up to
 /// [`AUDIT_CLOSE_WAIT`] for them.
-async fn close_audit(mut log: Arc<AuditLog>) {
-    let deadline = Instant::now() + AUDIT_CLOSE_WAIT;
+async fn close_audit(mut log: Arc<AuditLog>, requests_done: bool) {
+    // Once every request task has ended, no record can still arrive: only
+    // idle connections hold the log, and every record is already synced.
+    let wait = if requests_done {
+        IDLE_AUDIT_CLOSE_WAIT
+    } else {
+        AUDIT_CLOSE_WAIT
+    };
+    let deadline = Instant::now() + wait;
     loop {
         match Arc::try_unwrap(log) {
             Ok(log) => {
@@ -780,6 +811,10 @@ async fn close_audit(mut log: Arc<AuditLog>) {
             }
             // The writer still syncs every acknowledged record; only the
             // wait for queued ones is skipped.
+            Err(_) if requests_done => {
+                info!("idle connections still hold the audit log; every record is synced");
+                return;
+            }
             Err(_) => {
                 warn!("the audit log is still in use at shutdown; not waiting for it");
                 return;

@@ -234,6 +234,21 @@ async fn problems_shared_by_every_item_refuse_the_batch() {
         "key \"default\" signs ecdsa-p256-sha256 and needs a 32-byte digest, not 48 bytes"
     );
 
+    // Digests of the length that the request's hash algorithm names, but
+    // an algorithm the key does not use: refused whole, even though every
+    // item is invalid for the batch's own algorithm.
+    let mut no_valid = batch(vec![SignBatchItem {
+        digest: vec![9; 32],
+        request_id: "short-for-384".into(),
+    }]);
+    no_valid.hash_algorithm = pb::HashAlgorithm::Sha384 as i32;
+    let refused_whole = refused(no_valid).await;
+    assert_eq!(refused_whole.code(), Code::InvalidArgument);
+    assert_eq!(
+        refused_whole.message(),
+        "key \"default\" signs ecdsa-p256-sha256 and needs a 32-byte digest, not 48 bytes"
+    );
+
     // The service still signs a good batch after the refusals.
     let response = client
         .sign_batch(batch(vec![item("x"), item("y"), item("z")]))
@@ -242,18 +257,29 @@ async fn problems_shared_by_every_item_refuse_the_batch() {
         .into_inner();
     assert!(response.results.iter().all(|r| r.error.is_none()));
 
-    // The refused batches left one record each per item, or one for an
-    // empty batch; nothing refused carries a key ID.
+    // A refused batch leaves one record, whatever its size, with its first
+    // item's request ID; nothing refused carries a key ID.
     let records = sign_records(&token);
     let outcomes: Vec<&str> = records
         .iter()
         .map(|r| r["outcome"].as_str().expect("outcome"))
         .collect();
-    let mut expected = vec!["INVALID_ARGUMENT"; 1 + 4];
-    expected.extend(["NOT_FOUND", "INVALID_ARGUMENT", "OK", "OK", "OK"]);
-    assert_eq!(outcomes, expected);
+    assert_eq!(
+        outcomes,
+        [
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+            "NOT_FOUND",
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+            "OK",
+            "OK",
+            "OK"
+        ]
+    );
+    assert_eq!(records[1]["request_id"], "n0");
     assert!(
-        records[..7]
+        records[..4]
             .iter()
             .all(|r| r["key_id"].as_str().unwrap_or("").is_empty()),
         "{records:?}"

@@ -560,3 +560,116 @@ async fn sigterm_while_token_unavailable_explains_checkpoint() {
     );
     assert_sealed(&token, &keys, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_stops_at_the_drain_deadline_and_is_sealed() {
+    let token = TestToken::new(2048, "digest");
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let config = config.replacen("[server]\n", "[server]\ndrain_timeout = \"1s\"\n", 1);
+    std::fs::write(token.config(), config).expect("config written");
+    let control = FaultControl::new(&token);
+    let server = control.start_server(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let keys = save_jwks(&server, &token).await;
+    // Each signature makes two C_Sign calls, so 100 digests take 10 s.
+    control.set(&["C_Sign delay_ms=50"]);
+    let items: Vec<pb::SignBatchItem> = (0..100)
+        .map(|n| pb::SignBatchItem {
+            digest: Sha256::digest(format!("batch-{n}")).to_vec(),
+            request_id: format!("batch-{n}"),
+        })
+        .collect();
+    let mut client = server.client().await;
+    let batch = tokio::spawn(async move {
+        client
+            .sign_batch(pb::SignBatchRequest {
+                items,
+                hash_algorithm: pb::HashAlgorithm::Sha256 as i32,
+                key_name: String::new(),
+                signature_encoding: 0,
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    send_signal(server.pid(), "TERM");
+    let log = Arc::clone(&server.log);
+    let status = tokio::task::spawn_blocking(move || server.wait_exit())
+        .await
+        .expect("wait task completes");
+    let took = started.elapsed();
+    let text = log.lock().expect("log").join("\n");
+    assert_eq!(status.code(), Some(0), "{text}");
+    // The drain deadline, one more signature, the records and the
+    // checkpoint: far less than the 9.5 s the batch had left.
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}; log:\n{text}"
+    );
+
+    // The client still gets its answer: the digests signed before the
+    // deadline, and UNAVAILABLE for the rest, which it can send again.
+    let response = batch
+        .await
+        .expect("client task ends")
+        .expect("the batch is answered")
+        .into_inner();
+    let public_key = public_key(&key_der(&keys));
+    let signed = response
+        .results
+        .iter()
+        .take_while(|r| r.error.is_none())
+        .count();
+    assert!((1..100).contains(&signed), "{signed} signed; log:\n{text}");
+    for (n, result) in response.results.iter().enumerate() {
+        if n < signed {
+            public_key
+                .verify(
+                    Pss::new_with_salt::<Sha256>(32),
+                    &Sha256::digest(format!("batch-{n}")),
+                    &result.signature,
+                )
+                .expect("signature verifies");
+        } else {
+            let error = result.error.as_ref().expect("not signed");
+            assert_eq!(error.code, tonic::Code::Unavailable as i32, "{result:?}");
+            assert_eq!(
+                error.message,
+                "the service is stopping and did not sign this digest; send it again"
+            );
+        }
+    }
+
+    // Every item has a record with the outcome its client saw, and the
+    // final checkpoint seals them all.
+    let records = audit_records(&token);
+    let outcomes: Vec<&str> = records
+        .iter()
+        .filter(|r| r["kind"] == "sign")
+        .map(|r| r["outcome"].as_str().expect("outcome"))
+        .collect();
+    let mut expected = vec!["OK"; signed];
+    expected.resize(100, "UNAVAILABLE");
+    assert_eq!(outcomes, expected);
+    assert_sealed(&token, &keys, 100);
+}
+
+/// Reads the DER public key of the only key in a saved JWKS document.
+fn key_der(jwks: &Path) -> Vec<u8> {
+    let document: Value =
+        serde_json::from_str(&std::fs::read_to_string(jwks).expect("JWKS readable")).expect("JSON");
+    let key = &document["keys"][0];
+    let decode = |field: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(key[field].as_str().expect("member present"))
+            .expect("base64url")
+    };
+    let public = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(&decode("n")),
+        rsa::BigUint::from_bytes_be(&decode("e")),
+    )
+    .expect("RSA key");
+    use rsa::pkcs8::EncodePublicKey as _;
+    public.to_public_key_der().expect("DER").into_vec()
+}

@@ -41,6 +41,41 @@ struct Inner {
     pending: Semaphore,
     /// The audit log, or `None` when it is disabled.
     audit: Option<Arc<AuditLog>>,
+    /// Set when the service stops waiting for requests in progress: work
+    /// that has not reached the token yet is given up.
+    stopping: watch::Sender<bool>,
+    /// One permit per request task, from admission to its audit record,
+    /// so that shutdown can wait for every record before the final
+    /// checkpoint.
+    tasks: Arc<Semaphore>,
+}
+
+/// Permits of [`Inner::tasks`]: far more than can ever run at once.
+const TASK_SLOTS: u32 = 1 << 30;
+
+/// The requests that a service is working on, for shutdown.
+#[derive(Clone)]
+pub struct InFlight {
+    inner: Arc<Inner>,
+}
+
+impl InFlight {
+    /// Gives up the work of every request in progress that has not reached
+    /// the token, such as the rest of a batch, and waits up to `limit` for
+    /// every request task to write its audit record and end. Returns the
+    /// number of tasks still running at the limit.
+    pub async fn stop(&self, limit: Duration) -> usize {
+        self.inner.stopping.send_replace(true);
+        let tasks = &self.inner.tasks;
+        match tokio::time::timeout(limit, tasks.acquire_many(TASK_SLOTS)).await {
+            Ok(Ok(all)) => {
+                all.forget();
+                tasks.close();
+                0
+            }
+            _ => (TASK_SLOTS as usize).saturating_sub(tasks.available_permits()),
+        }
+    }
 }
 
 impl SignerApi {
@@ -62,6 +97,8 @@ impl SignerApi {
         Self {
             inner: Arc::new(Inner {
                 pending: Semaphore::new(config.max_pending),
+                stopping: watch::channel(false).0,
+                tasks: Arc::new(Semaphore::new(TASK_SLOTS as usize)),
                 signer,
                 config,
                 metrics,
@@ -70,9 +107,24 @@ impl SignerApi {
             }),
         }
     }
+
+    /// Returns the handle that shutdown uses to end the requests in progress.
+    pub fn in_flight(&self) -> InFlight {
+        InFlight {
+            inner: Arc::clone(&self.inner),
+        }
+    }
 }
 
 impl Inner {
+    /// Takes a task slot for a request, or refuses it once shutdown has
+    /// stopped waiting for requests.
+    fn task_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.tasks)
+            .try_acquire_owned()
+            .map_err(|_| Status::unavailable("the service is stopping; retry on another instance"))
+    }
+
     /// Validates, authorizes, signs and records one Sign request.
     ///
     /// Runs to the end even when the client goes away, so that a signature
@@ -93,7 +145,8 @@ impl Inner {
         let mut outcome = Outcome::new(&self.metrics, metric_key);
         let identity = Identity::of(&request);
         let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
-        let abandon = Abandon::new(deadline, client_gone.clone());
+        let abandon =
+            Abandon::new(deadline, client_gone.clone()).or_when_stopping(self.stopping.subscribe());
         let gone = || *client_gone.borrow();
         let mut caller = String::new();
         let result = match &validated {
@@ -255,7 +308,8 @@ impl Inner {
         };
         let identity = Identity::of(&request);
         let deadline = grpc_timeout(request.metadata()).map(|t| started + t);
-        let abandon = Abandon::new(deadline, client_gone.clone());
+        let abandon =
+            Abandon::new(deadline, client_gone.clone()).or_when_stopping(self.stopping.subscribe());
         let mut caller = String::new();
         let result = match &validated {
             Ok(params) => {
@@ -321,8 +375,9 @@ impl Inner {
             .iter()
             .filter_map(|i| i.as_ref().ok())
             .collect();
-        // At most signing.max_batch items, which is far below u32::MAX.
-        let count = u32::try_from(valid.len()).unwrap_or(u32::MAX);
+        // Every item counts, valid or not, because every item costs an
+        // audit record. There are at most signing.max_batch items.
+        let count = u32::try_from(params.items.len()).unwrap_or(u32::MAX);
         *caller = self.authorize_many(identity, &params.key_name, count.max(1))?;
         // Each digest holds an admission permit, so that batches and single
         // requests share one bound on the work in progress.
@@ -341,15 +396,19 @@ impl Inner {
             });
         }
         let digests: Vec<Vec<u8>> = valid.iter().map(|item| item.digest.clone()).collect();
-        let mut signed = if digests.is_empty() {
-            None
-        } else {
-            Some(
-                self.signer
-                    .sign_batch(&params.key_name, digests, params.encoding, abandon)
-                    .await?,
+        // The key is checked against the hash algorithm even when no item
+        // is valid, so that a mismatch always refuses the whole batch.
+        let batch = self
+            .signer
+            .sign_batch(
+                &params.key_name,
+                params.digest_len,
+                digests,
+                params.encoding,
+                abandon,
             )
-        };
+            .await?;
+        let mut signed = (!valid.is_empty()).then_some(batch);
         let mut outcomes = signed
             .as_mut()
             .map(|batch| std::mem::take(&mut batch.results).into_iter());
@@ -488,8 +547,8 @@ fn shared_item_error(
     converted
 }
 
-/// Builds the audit records of a batch, one per item. When the whole call
-/// failed, every item carries the call's code.
+/// Builds the audit records of a batch: one per item, or one for a batch
+/// refused whole, with the call's code.
 fn batch_events(
     request: &pb::SignBatchRequest,
     identity: &Identity,
@@ -535,10 +594,10 @@ fn batch_events(
             outcome
         },
     };
-    // A batch with no items, or more than allowed, was refused whole: one
-    // record stands for it, so that an oversized batch cannot fill the
-    // audit disk.
-    let empty = pb::SignBatchItem::default();
+    // A batch refused whole gets one record, whatever its size, so that
+    // refused batches cannot fill the audit disk faster than refused Sign
+    // requests. It carries the first item's digest and request ID.
+    let first = request.items.first().cloned().unwrap_or_default();
     match result {
         Ok(response) => request
             .items
@@ -552,18 +611,9 @@ fn batch_events(
                 event(item, code, result.error.is_none())
             })
             .collect(),
-        Err(status) if (1..=MAX_AUDITED_BATCH_ITEMS).contains(&request.items.len()) => request
-            .items
-            .iter()
-            .map(|item| event(item, status.code(), false))
-            .collect(),
-        Err(status) => vec![event(&empty, status.code(), false)],
+        Err(status) => vec![event(&first, status.code(), false)],
     }
 }
-
-/// Most records written for one refused batch. A larger one gets a
-/// single record, whatever its size.
-const MAX_AUDITED_BATCH_ITEMS: usize = crate::config::MAX_MAX_BATCH;
 
 #[tonic::async_trait]
 impl pb::signer_service_server::SignerService for SignerApi {
@@ -579,9 +629,13 @@ impl pb::signer_service_server::SignerService for SignerApi {
         let (gone_sender, client_gone) = watch::channel(false);
         let mut waiting = SetOnDrop(Some(gone_sender));
         let inner = Arc::clone(&self.inner);
+        let slot = inner.task_slot()?;
         let task = tokio::spawn(
-            async move { inner.sign(request, client_gone).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                let _slot = slot;
+                inner.sign(request, client_gone).await
+            }
+            .instrument(tracing::Span::current()),
         );
         let result = match task.await {
             Ok(result) => result,
@@ -602,9 +656,13 @@ impl pb::signer_service_server::SignerService for SignerApi {
         let (gone_sender, client_gone) = watch::channel(false);
         let mut waiting = SetOnDrop(Some(gone_sender));
         let inner = Arc::clone(&self.inner);
+        let slot = inner.task_slot()?;
         let task = tokio::spawn(
-            async move { inner.sign_batch(request, client_gone).await }
-                .instrument(tracing::Span::current()),
+            async move {
+                let _slot = slot;
+                inner.sign_batch(request, client_gone).await
+            }
+            .instrument(tracing::Span::current()),
         );
         let result = match task.await {
             Ok(result) => result,

@@ -49,6 +49,8 @@ pub struct BatchParams {
     pub encoding: SignatureEncoding,
     /// A configured key name.
     pub key_name: KeyName,
+    /// The digest length that the batch's hash algorithm produces.
+    pub digest_len: usize,
     /// One entry per item, in order: the valid digest and request ID, or
     /// why the item is invalid. Invalid items are not signed.
     pub items: Vec<Result<BatchItem, Status>>,
@@ -103,6 +105,7 @@ pub fn validate_batch(
     Ok(BatchParams {
         encoding,
         key_name,
+        digest_len: expected_len,
         items,
     })
 }

@@ -15,7 +15,7 @@ use crate::keys::SignError;
 /// |---|---|
 /// | digest length does not match the key's algorithm | `INVALID_ARGUMENT` |
 /// | no active version, salt does not fit | `FAILED_PRECONDITION` |
-/// | token gone, session broken, pool closed | `UNAVAILABLE` |
+/// | token gone, session broken, pool closed, service stopping | `UNAVAILABLE` |
 /// | self-check failure, other PKCS#11 failure | `INTERNAL` |
 impl From<SignError> for Status {
     fn from(error: SignError) -> Self {
@@ -43,6 +43,9 @@ impl From<&SignError> for Status {
             SignError::Hsm(HsmError::Abandoned { deadline: false }) => {
                 Status::cancelled(error.to_string())
             }
+            SignError::Hsm(HsmError::Stopping) => Status::unavailable(
+                "the service is stopping and did not sign this digest; send it again",
+            ),
             // Readiness already reports the outage, once.
             SignError::Hsm(HsmError::Disconnected { .. }) => {
                 Status::unavailable("the signing token is unavailable; retry later")

@@ -193,6 +193,9 @@ pub enum HsmError {
         /// Whether the deadline passed, rather than the client leaving.
         deadline: bool,
     },
+    /// The service is shutting down and stopped waiting for the request.
+    #[error("the service is stopping; the token was not asked")]
+    Stopping,
     /// Work carried object handles from an earlier connection to the token.
     #[error("object handles from connection {expected} used on connection {current}")]
     StaleGeneration {

@@ -60,6 +60,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 pub struct Abandon {
     deadline: Option<Instant>,
     gone: Option<watch::Receiver<bool>>,
+    /// Turns true when the service stops waiting for requests in progress.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl Abandon {
@@ -73,7 +75,15 @@ impl Abandon {
         Self {
             deadline,
             gone: Some(gone),
+            stopping: None,
         }
+    }
+
+    /// Also gives the work up once `stopping` turns true, as when the
+    /// service shuts down and its drain deadline has passed.
+    pub fn or_when_stopping(mut self, stopping: watch::Receiver<bool>) -> Self {
+        self.stopping = Some(stopping);
+        self
     }
 
     /// Returns the reason to drop the work now, if there is one.
@@ -84,8 +94,12 @@ impl Abandon {
         {
             return Err(HsmError::Abandoned { deadline: true });
         }
-        if self.gone.as_ref().is_some_and(|gone| *gone.borrow()) {
+        let set = |flag: &Option<watch::Receiver<bool>>| flag.as_ref().is_some_and(|f| *f.borrow());
+        if set(&self.gone) {
             return Err(HsmError::Abandoned { deadline: false });
+        }
+        if set(&self.stopping) {
+            return Err(HsmError::Stopping);
         }
         Ok(())
     }
@@ -99,21 +113,23 @@ impl Abandon {
                 None => std::future::pending().await,
             }
         };
-        let gone = async {
-            match self.gone.clone() {
-                Some(mut gone) => {
-                    if gone.wait_for(|gone| *gone).await.is_err() {
-                        std::future::pending::<()>().await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = deadline => {}
-            () = gone => {}
+            () = wait_set(self.gone.clone()) => {}
+            () = wait_set(self.stopping.clone()) => {}
         }
     }
+}
+
+/// Completes when `flag` turns true; never, without a flag or once its
+/// sender is gone.
+async fn wait_set(flag: Option<watch::Receiver<bool>>) {
+    if let Some(mut flag) = flag
+        && flag.wait_for(|set| *set).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// The state of the token connection, as watchers see it.

@@ -365,7 +365,8 @@ impl Signer {
     /// holding one session for the batch.
     ///
     /// The whole call fails, as [`Signer::sign`] does, when no version can
-    /// sign or when a digest's length does not suit the key. Otherwise
+    /// sign or when `digest_len`, the length of the batch's hash, or a
+    /// digest's length does not suit the key, even with no digests. Otherwise
     /// each digest gets its own result. When a call fails because a
     /// session, the login or the token broke, the digests not signed yet
     /// are retried once after recovery, with the same version; those that
@@ -374,25 +375,36 @@ impl Signer {
     pub async fn sign_batch(
         &self,
         name: &KeyName,
+        digest_len: usize,
         digests: Vec<Vec<u8>>,
         encoding: SignatureEncoding,
         abandon: &Abandon,
     ) -> Result<SignedBatch, SignError> {
         let (key, generation) = self.active_version(name).await?;
-        if let Some(digest) = digests
+        let length = digests
             .iter()
-            .find(|d| d.len() != key.algorithm.digest_len())
-        {
+            .map(Vec::len)
+            .find(|&len| len != digest_len)
+            .unwrap_or(digest_len);
+        if length != key.algorithm.digest_len() {
             return Err(SignError::DigestMismatch {
                 name: name.clone(),
                 algorithm: key.algorithm,
-                length: digest.len(),
+                length,
             });
         }
         if key.algorithm == Algorithm::RsaPssSha256 && key.salt_len.is_none() {
             return Err(SignError::SaltDoesNotFit {
                 name: name.clone(),
                 version: key.version,
+            });
+        }
+        if digests.is_empty() {
+            return Ok(SignedBatch {
+                results: Vec::new(),
+                encoding: key.algorithm.is_ecdsa().then_some(encoding),
+                key,
+                signed_at: SystemTime::now(),
             });
         }
         let digests = Arc::new(digests);
@@ -570,6 +582,7 @@ impl Signer {
                     HsmError::Abandoned { deadline } => HsmError::Abandoned {
                         deadline: *deadline,
                     },
+                    HsmError::Stopping => HsmError::Stopping,
                     other => HsmError::TaskFailed(other.to_string()),
                 }))));
             }

@@ -63,6 +63,22 @@ class SigningFailedError(HallmarkError):
     retryable = True
 
 
+class PermissionDeniedError(HallmarkError):
+    """PERMISSION_DENIED: this caller may not sign with the key; change the server's policy."""
+
+
+class ResourceExhaustedError(HallmarkError):
+    """RESOURCE_EXHAUSTED: the caller is over its rate, or the server is full; retry with backoff."""
+
+    retryable = True
+
+
+class CancelledError(HallmarkError):
+    """CANCELLED: the call ended before its answer, often at its deadline; retry, with a longer timeout."""
+
+    retryable = True
+
+
 class InvalidResponseError(HallmarkError):
     """The server's response breaks the Hallmark protocol (for example a wrong request_id echo)."""
 
@@ -75,6 +91,9 @@ _ERRORS_BY_CODE: Dict[grpc.StatusCode, Type[HallmarkError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.INTERNAL: SigningFailedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.CANCELLED: CancelledError,
 }
 
 
