@@ -1,7 +1,8 @@
 //! The service's metrics, scraped by a real Prometheus server. Prometheus
 //! scrapes a real `hallmark serve` on loopback, and the test reads what
 //! known traffic must have produced through Prometheus's HTTP API. promtool
-//! checks the exposition.
+//! checks the exposition, and docs/operations.md must document every
+//! metric with its type and labels, and every alert.
 //!
 //! The `prometheus` and `promtool` binaries come from Debian's prometheus
 //! package, which `scripts/prometheus-tools.sh` unpacks into
@@ -10,7 +11,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -494,4 +495,180 @@ fn promtool_check_metrics(promtool: &Path, exposition: &str) -> (bool, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.success(), text)
+}
+
+/// A metric family of an exposition: its type and the names of its labels.
+#[derive(Debug, PartialEq, Eq)]
+struct Family {
+    kind: String,
+    labels: BTreeSet<String>,
+}
+
+/// Reads the families of a text exposition from its `# TYPE` lines and the
+/// label names of its samples. The `le` label of histogram buckets is left
+/// out, because it belongs to every histogram.
+fn exposition_families(exposition: &str) -> BTreeMap<String, Family> {
+    let mut families: BTreeMap<String, Family> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|rest| {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            let family = Family {
+                kind: kind.to_owned(),
+                labels: BTreeSet::new(),
+            };
+            (name.to_owned(), family)
+        })
+        .collect();
+    for line in exposition.lines().filter(|line| !line.starts_with('#')) {
+        let name_end = line.find(['{', ' ']).expect("sample has a value");
+        let sample_name = &line[..name_end];
+        let family = ["_bucket", "_sum", "_count", ""]
+            .iter()
+            .filter_map(|suffix| sample_name.strip_suffix(suffix))
+            .find(|name| families.contains_key(*name))
+            .unwrap_or_else(|| panic!("sample {line:?} has no # TYPE line"));
+        let labels = label_names(&line[name_end..]);
+        let entry = families.get_mut(family).expect("found above");
+        entry
+            .labels
+            .extend(labels.into_iter().filter(|l| l != "le"));
+    }
+    families
+}
+
+/// Returns the label names of `{a="x",b="y"} value`, or none without braces.
+fn label_names(rest: &str) -> Vec<String> {
+    let Some(mut rest) = rest.strip_prefix('{') else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    while let Some((name, after)) = rest.split_once("=\"") {
+        names.push(name.to_owned());
+        // The value ends at the first quote that no backslash escapes.
+        let mut escaped = false;
+        let end = after
+            .char_indices()
+            .find(|&(_, c)| {
+                let closes = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                closes
+            })
+            .map(|(index, _)| index)
+            .expect("label value is closed");
+        rest = after[end + 1..].trim_start_matches(',');
+        if rest.starts_with('}') {
+            break;
+        }
+    }
+    names
+}
+
+/// Returns the metric names that `src/metrics.rs` registers: its string
+/// literals that look like a metric name.
+fn registered_names() -> BTreeSet<String> {
+    include_str!("../src/metrics.rs")
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|text| {
+            text.starts_with("hallmark_")
+                && text.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Returns the text of the `## TITLE` section of docs/operations.md, up
+/// to the next `## ` heading.
+fn operations_section(title: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let text = std::fs::read_to_string(&path).expect("docs/operations.md readable");
+    text.split("\n## ")
+        .find(|section| section.starts_with(&format!("{title}\n")))
+        .unwrap_or_else(|| panic!("docs/operations.md has no \"## {title}\" section"))
+        .to_owned()
+}
+
+/// Returns the rows of the table in the "Metrics reference" section of
+/// docs/operations.md: each metric name with its type and label names.
+fn documented_metrics() -> BTreeMap<String, Family> {
+    operations_section("Metrics reference")
+        .lines()
+        .filter(|line| line.starts_with("| `hallmark_"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert!(cells.len() >= 5, "metric row needs 4 columns: {line}");
+            let name = cells[1].trim_matches('`').to_owned();
+            let labels = cells[3]
+                .split(',')
+                .map(|label| label.trim().trim_matches('`'))
+                .filter(|label| !label.is_empty() && *label != "none")
+                .map(str::to_owned)
+                .collect();
+            let family = Family {
+                kind: cells[2].to_owned(),
+                labels,
+            };
+            (name, family)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_metric_is_documented() {
+    let (_token, server) = start_server().await;
+    let signed = sign(&server, sign_request(digest_of("one"), "", "one")).await;
+    assert_eq!(signed, Code::Ok);
+    sign_batch(&server, 1).await;
+
+    let exposed = exposition_families(&server.metrics().await);
+    let registered = registered_names();
+    let documented = documented_metrics();
+
+    for name in registered.iter().chain(exposed.keys()) {
+        assert!(
+            documented.contains_key(name),
+            "{name} is not in the Metrics reference of docs/operations.md"
+        );
+    }
+    for (name, family) in &exposed {
+        assert_eq!(
+            &documented[name], family,
+            "{name}: the Metrics reference of docs/operations.md differs from the exposition"
+        );
+    }
+    for name in documented.keys() {
+        assert!(
+            registered.contains(name),
+            "docs/operations.md documents {name}, which src/metrics.rs does not register"
+        );
+    }
+    // Every registered metric has a sample after one Sign and one SignBatch,
+    // so the exposition checks each documented type and label set.
+    assert_eq!(exposed.keys().cloned().collect::<BTreeSet<_>>(), registered);
+}
+
+#[test]
+fn every_alert_is_documented() {
+    let rules = include_str!("../deploy/prometheus/rules.yml");
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(!alerts.is_empty(), "rules.yml has no alerts");
+
+    let section = operations_section("Alerts");
+    let documented: BTreeSet<&str> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("### "))
+        .filter_map(|heading| heading.split_whitespace().next())
+        .collect();
+    for alert in &alerts {
+        assert!(
+            documented.contains(alert),
+            "{alert} has no \"### {alert}\" heading in the Alerts section of docs/operations.md"
+        );
+    }
+    assert_eq!(documented.len(), alerts.len(), "{documented:?}");
 }
