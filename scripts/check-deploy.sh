@@ -26,8 +26,9 @@
 #
 # It installs what a Debian machine lacks, and skips each step that is
 # done. kubectl comes from apt-get, where a Kubernetes package repository is
-# configured. promtool is taken from Debian's prometheus package with
-# `apt-get download`, so that no Prometheus server is installed and started.
+# configured. scripts/prometheus-tools.sh unpacks promtool from Debian's
+# prometheus package with `apt-get download`, so that no Prometheus server
+# is installed and started.
 # The packages in deploy/tools/requirements.txt go into a virtual
 # environment. Once installed, it runs in seconds.
 #
@@ -87,29 +88,21 @@ ensure_kubectl() {
   fi
 }
 
+# scripts/prometheus-tools.sh unpacks promtool, with the Prometheus server
+# that tests/prometheus.rs runs, into $tools/bin. A promtool on PATH serves
+# where that script cannot run, for example without apt-get.
 ensure_promtool() {
   promtool=$tools/bin/promtool
-  if [[ -x "$promtool" ]] && "$promtool" --version >/dev/null 2>&1; then
+  if HALLMARK_DEPLOY_TOOLS=$tools "$repo/scripts/prometheus-tools.sh"; then
     return
   fi
   if command -v promtool >/dev/null; then
     promtool=$(command -v promtool)
+    log "using $promtool"
     return
   fi
-  command -v apt-get >/dev/null || { log "promtool not found; install Prometheus's promtool"; exit 69; }
-  log "extracting promtool from Debian's prometheus package into $tools/bin"
-  local download
-  download=$(mktemp -d)
-  chmod 755 "$download"
-  if ! (cd "$download" && apt-get download prometheus >/dev/null 2>&1); then
-    apt_update_once
-    (cd "$download" && apt-get download prometheus >/dev/null 2>&1) \
-      || { log "apt-get download prometheus failed"; rm -rf "$download"; exit 69; }
-  fi
-  mkdir -p "$tools/bin"
-  dpkg-deb --fsys-tarfile "$download"/prometheus_*.deb | tar -x -C "$download" ./usr/bin/promtool
-  mv "$download/usr/bin/promtool" "$promtool"
-  rm -rf "$download"
+  log "promtool not found; install Prometheus's promtool"
+  exit 69
 }
 
 ensure_venv() {

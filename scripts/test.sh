@@ -7,7 +7,9 @@
 #   3. the Python client package's tests, against real servers.
 #
 # Installs what a fresh Debian machine lacks (SoftHSM2, OpenSSL, the Python
-# venv module) and creates the virtual environment in .venv.
+# venv module), creates the virtual environment in .venv, and unpacks the
+# Prometheus server and promtool that tests/prometheus.rs runs into
+# target/deploy-tools/bin (scripts/prometheus-tools.sh).
 #
 # Usage: scripts/test.sh [extra pytest arguments]
 set -euo pipefail
@@ -17,6 +19,9 @@ cd "$repo"
 
 echo "==> checking system packages"
 scripts/install-deps.sh
+
+echo "==> Prometheus and promtool"
+scripts/prometheus-tools.sh
 
 echo "==> Python environment"
 scripts/python-env.sh >/dev/null
