@@ -62,7 +62,8 @@ pub struct Metrics {
     /// by configured caller name (or `local`, or `unknown`) and outcome
     /// (`allowed`, `denied`, `rate_limited`).
     pub caller_requests: IntCounterVec,
-    /// `hallmark_audit_healthy`: 1 while the audit log can be written.
+    /// `hallmark_audit_healthy`: 1 while the audit log can be written, or
+    /// when it is turned off.
     pub audit_healthy: IntGauge,
     /// `hallmark_audit_write_failures_total`: Sign requests refused, or
     /// not recorded, because the audit log could not be written.
@@ -169,7 +170,7 @@ impl Metrics {
         )?;
         let audit_healthy = IntGauge::new(
             "hallmark_audit_healthy",
-            "1 while the audit log can be written, 0 while signing is stopped by it.",
+            "1 while the audit log can be written or is turned off, 0 while signing is stopped by it.",
         )?;
         let audit_write_failures = IntCounter::new(
             "hallmark_audit_write_failures_total",

@@ -549,3 +549,20 @@ async fn overdue_active_key_stays_published() {
     .expect("rotation due gauge");
     assert!(due < 0.0, "overdue rotation shows as negative: {due}");
 }
+
+#[tokio::test]
+async fn audit_health_is_1_when_the_audit_log_is_off() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let config = std::fs::read_to_string(token.config()).expect("config");
+    let config = config.replace("[audit]\n", "[audit]\nenabled = false\n");
+    std::fs::write(token.config(), config).expect("config written");
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let metrics = server.metrics().await;
+    assert_eq!(
+        sample(&metrics, "hallmark_audit_healthy"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(!token.dir.path().join("audit").exists());
+}
