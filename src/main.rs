@@ -59,7 +59,11 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     };
     let code = runtime.block_on(async move {
         let config = Arc::new(config);
-        info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            commit = env!("HALLMARK_GIT_COMMIT"),
+            "starting hallmark"
+        );
         server::warn_if_root();
         let result = async {
             let hsm_config = config.hsm.clone();

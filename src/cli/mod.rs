@@ -31,9 +31,21 @@ pub const EXIT_RETRY: u8 = 75;
 /// Exit code for a failure to bind or serve (sysexits EX_IOERR).
 pub const EXIT_IO: u8 = 74;
 
+/// The text of `hallmark --version`: the package version, the git commit
+/// it was built from (`unknown` outside a git checkout) and the enabled
+/// cargo features. `build.rs` sets both variables.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HALLMARK_GIT_COMMIT"),
+    ", features: ",
+    env!("HALLMARK_FEATURES"),
+    ")"
+);
+
 /// Hallmark: a gRPC signing sidecar whose keys never leave the HSM.
 #[derive(Debug, Parser)]
-#[command(name = "hallmark", version, about)]
+#[command(name = "hallmark", version = VERSION, about)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
