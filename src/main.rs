@@ -5,25 +5,37 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO, LogFormat};
+use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO};
 use hallmark::hsm::{self, HsmError, Token};
 use hallmark::server::{self, Listeners};
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
 
-    // The client commands talk to a server or read published keys, and
-    // need neither the configuration nor the token.
+    // These commands read no configuration, so their log settings come
+    // from the flags and the environment alone.
+    let without_config = matches!(
+        cli.command,
+        Command::Sign(_) | Command::Verify(_) | Command::Audit(_)
+    );
+    if without_config {
+        match cli::logging::settings_without_file(&cli) {
+            Ok(settings) => cli::logging::init(&settings),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     match &cli.command {
         Command::Sign(args) => return cli::sign::run(args),
         Command::Verify(args) => return cli::verify::run(args),
         Command::Audit(command) => return cli::audit::run(command),
         Command::Serve(_) | Command::Keys(_) | Command::Bench(_) => {}
     }
-    let config = match cli::load_config(&cli.command) {
+
+    let config = match cli::load_config(&cli) {
         Some(Ok(config)) => config,
         Some(Err(error)) => {
             eprintln!("error: {error}");
@@ -31,6 +43,7 @@ fn main() -> ExitCode {
         }
         None => return ExitCode::from(EXIT_CONFIG),
     };
+    cli::logging::init(&config.log);
     // SAFETY: no other thread exists yet. The runtime starts below, and the
     // tracing subscriber does not spawn threads.
     #[allow(unsafe_code)]
@@ -108,17 +121,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = terminate => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -211,9 +211,9 @@ fn find_token(
             .map_err(|e| HsmError::pkcs11("C_GetTokenInfo", e))?;
         let label = info.label().trim_end().to_owned();
         let serial = info.serial_number().trim_end().to_owned();
-        let label_matches = selector.label.as_deref().is_none_or(|l| l == label);
-        let serial_matches = selector.serial.as_deref().is_none_or(|s| s == serial);
-        if label_matches && serial_matches {
+        let manufacturer = info.manufacturer_id().trim_end();
+        let model = info.model().trim_end();
+        if selector.matches(&label, &serial, manufacturer, model) {
             if !info.token_initialized() {
                 return Err(HsmError::TokenNotInitialized { label, serial });
             }
