@@ -13,11 +13,12 @@ use tracing::{error, info};
 fn main() -> ExitCode {
     let cli = Cli::parse();
 
-    // These commands read no configuration, so their log settings come
-    // from the flags and the environment alone.
+    // These commands read no whole configuration, so their log settings
+    // come from the flags and the environment alone. `config` writes its
+    // findings to stdout and stderr, and logs nothing itself.
     let without_config = matches!(
         cli.command,
-        Command::Sign(_) | Command::Verify(_) | Command::Audit(_)
+        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_)
     );
     if without_config {
         match cli::logging::settings_without_file(&cli) {
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         Command::Sign(args) => return cli::sign::run(args),
         Command::Verify(args) => return cli::verify::run(args),
         Command::Audit(command) => return cli::audit::run(command),
+        Command::Config(command) => return cli::config::run(command, &cli),
         Command::Serve(_) | Command::Keys(_) | Command::Bench(_) => {}
     }
 
@@ -55,7 +57,9 @@ fn main() -> ExitCode {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
         Command::Bench(args) => cli::bench::run(&args, &config),
-        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => ExitCode::from(EXIT_CONFIG),
+        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_) => {
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Command-line interface: argument parsing, the key commands, the client
-//! commands `sign` and `verify`, the audit log commands and `bench`.
+//! commands `sign` and `verify`, the audit log commands, `bench`, and the
+//! operator command `config`.
 
 pub mod audit;
 pub mod bench;
 mod client;
+pub mod config;
 mod input;
 pub mod logging;
 pub mod sign;
@@ -80,6 +82,9 @@ pub enum Command {
     /// Measure signing through PKCS#11 directly and through `hallmark
     /// serve` over TCP and a Unix socket, with the audit log on and off.
     Bench(bench::BenchArgs),
+    /// Check the configuration or print its effective values.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -271,7 +276,9 @@ impl Cli {
                 | KeysCommand::DestroyExpired { config },
             ) => (&config.config.config, config.overrides(self)),
             Command::Bench(args) => (&args.config.config, self.log_overrides()),
-            Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => return None,
+            Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_) => {
+                return None;
+            }
         })
     }
 }
