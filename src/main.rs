@@ -18,7 +18,11 @@ fn main() -> ExitCode {
     // findings to stdout and stderr, and logs nothing itself.
     let without_config = matches!(
         cli.command,
-        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_)
+        Command::Sign(_)
+            | Command::Verify(_)
+            | Command::Audit(_)
+            | Command::Config(_)
+            | Command::Tokens(_)
     );
     if without_config {
         match cli::logging::settings_without_file(&cli) {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => return cli::verify::run(args),
         Command::Audit(command) => return cli::audit::run(command),
         Command::Config(command) => return cli::config::run(command, &cli),
+        Command::Tokens(command) => return list_tokens(command),
         Command::Serve(_) | Command::Keys(_) | Command::Bench(_) => {}
     }
 
@@ -57,10 +62,26 @@ fn main() -> ExitCode {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
         Command::Bench(args) => cli::bench::run(&args, &config),
-        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_) => {
-            ExitCode::from(EXIT_CONFIG)
-        }
+        Command::Sign(_)
+        | Command::Verify(_)
+        | Command::Audit(_)
+        | Command::Config(_)
+        | Command::Tokens(_) => ExitCode::from(EXIT_CONFIG),
     }
+}
+
+fn list_tokens(command: &cli::tokens::TokensCommand) -> ExitCode {
+    let target = match cli::tokens::target(command) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    // SAFETY: no other thread exists: this command starts no runtime, and
+    // the tracing subscriber does not spawn threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm::apply_module_env(&target.module_env)
+    };
+    cli::tokens::run(command, &target)
 }
 
 fn serve(config: hallmark::config::Config) -> ExitCode {

@@ -1,6 +1,6 @@
 //! Command-line interface: argument parsing, the key commands, the client
 //! commands `sign` and `verify`, the audit log commands, `bench`, and the
-//! operator command `config`.
+//! operator commands `config` and `tokens`.
 
 pub mod audit;
 pub mod bench;
@@ -9,6 +9,7 @@ pub mod config;
 mod input;
 pub mod logging;
 pub mod sign;
+pub mod tokens;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ pub enum Command {
     /// Check the configuration or print its effective values.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// List the slots and tokens of a PKCS#11 module.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -276,9 +280,11 @@ impl Cli {
                 | KeysCommand::DestroyExpired { config },
             ) => (&config.config.config, config.overrides(self)),
             Command::Bench(args) => (&args.config.config, self.log_overrides()),
-            Command::Sign(_) | Command::Verify(_) | Command::Audit(_) | Command::Config(_) => {
-                return None;
-            }
+            Command::Sign(_)
+            | Command::Verify(_)
+            | Command::Audit(_)
+            | Command::Config(_)
+            | Command::Tokens(_) => return None,
         })
     }
 }

@@ -8,6 +8,7 @@
 mod error;
 pub mod objects;
 mod pool;
+mod slots;
 mod softhsm;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use crate::config::{HsmConfig, TokenSelector};
 
 pub use error::{HsmError, Recovery};
 pub use pool::{Abandon, LinkStatus, PooledSession, SessionPool};
+pub use slots::{SlotEntry, TokenEntry, list_slots};
 
 /// Sets the environment variables that a PKCS#11 module reads when it loads,
 /// such as `SOFTHSM2_CONF`.
@@ -67,27 +69,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Loads the module, finds the token, and logs in as the user.
     pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
-        if !config.module.is_file() {
-            return Err(HsmError::ModuleMissing {
-                path: config.module.clone(),
-            });
-        }
-        let context = Pkcs11::new(&config.module).map_err(|source| HsmError::ModuleLoad {
-            path: config.module.clone(),
-            source,
-        })?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(source) => {
-                let diagnosis = softhsm::diagnose(&config.module);
-                return Err(HsmError::Initialize {
-                    source,
-                    misconfigured: diagnosis.as_ref().is_some_and(|d| d.in_configuration),
-                    hint: diagnosis.map(|d| d.message),
-                });
-            }
-        }
-
+        let context = load_module(&config.module)?;
         match Self::log_in(context.clone(), config) {
             Ok(token) => Ok(token),
             Err(error) => {
@@ -183,6 +165,30 @@ impl Token {
     ) -> Result<T, HsmError> {
         let session = self.login_session.lock().map_err(|_| HsmError::Poisoned)?;
         work(&session)
+    }
+}
+
+/// Loads and initializes the PKCS#11 module at `path`.
+fn load_module(path: &std::path::Path) -> Result<Pkcs11, HsmError> {
+    if !path.is_file() {
+        return Err(HsmError::ModuleMissing {
+            path: path.to_owned(),
+        });
+    }
+    let context = Pkcs11::new(path).map_err(|source| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
+        Err(source) => {
+            let diagnosis = softhsm::diagnose(path);
+            Err(HsmError::Initialize {
+                source,
+                misconfigured: diagnosis.as_ref().is_some_and(|d| d.in_configuration),
+                hint: diagnosis.map(|d| d.message),
+            })
+        }
     }
 }
 
