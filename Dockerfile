@@ -3,6 +3,8 @@
 # Container images for Hallmark and for the Kubernetes demo:
 #
 #   docker build -t hallmark:0.1.0 .                                  # the service
+#       (add --build-arg HALLMARK_GIT_COMMIT=$(git rev-parse --short HEAD)
+#       to name the commit in `hallmark --version`)
 #   docker build -t hallmark-demo-model:0.1.0 --target demo-model .   # the demo's model container
 #
 # The service image holds the release binary (built as the release build
@@ -25,6 +27,10 @@ ARG DEBIAN_RELEASE=bookworm
 # binary links against the runtime's glibc.
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
+# The build context has no .git, so `hallmark --version` shows commit
+# "unknown" unless the commit is passed in:
+#   docker build --build-arg HALLMARK_GIT_COMMIT=$(git rev-parse --short HEAD) .
+ARG HALLMARK_GIT_COMMIT=
 # build.rs compiles proto/ with a vendored protoc, so no system protobuf
 # compiler is needed.
 COPY Cargo.toml Cargo.lock build.rs ./

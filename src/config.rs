@@ -1,22 +1,41 @@
-//! Configuration: a TOML file, then `HALLMARK_*` environment variables, then
-//! command-line flags, each layer overriding the one before.
+//! Configuration in four layers, each overriding the one before: built-in
+//! defaults, the TOML file, `HALLMARK_*` environment variables, and
+//! command-line flags. [`SETTINGS`] lists every key with its variable and
+//! flag, and [`Config::sources`] records which layer set each value.
 //!
 //! Loading checks every value and reports all problems together, so that an
 //! operator fixes a file in one pass. The annotated `hallmark.example.toml`
-//! at the repository root documents each key.
+//! at the repository root and the configuration reference in
+//! `docs/operations.md` document each key.
+
+mod builder;
+mod files;
+mod pkcs11;
+pub mod pkcs11_uri;
+mod policy;
+mod raw;
+mod render;
+mod sources;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::audit::AuditConfig;
-use crate::caller::{CallerRule, KeyScope, RateLimit, Selector};
+use crate::caller::CallerRule;
 use crate::keys::algorithm::Algorithm;
 use crate::keys::{KeyName, SaltSetting};
 use crate::secret::Pin;
+
+pub use builder::Depth;
+pub use pkcs11_uri::{Pkcs11Uri, UriError};
+pub use raw::{SETTINGS, Setting};
+pub use render::{format_duration, render};
+pub use sources::{Source, Sources};
+
+use builder::Builder;
+use raw::RawConfig;
 
 /// Environment variable that names the configuration file.
 pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
@@ -45,11 +64,28 @@ pub const ENV_SESSIONS: &str = "HALLMARK_SESSIONS";
 pub const ENV_REFRESH_INTERVAL: &str = "HALLMARK_REFRESH_INTERVAL";
 /// Environment variable that overrides `signing.default_key`.
 pub const ENV_DEFAULT_KEY: &str = "HALLMARK_DEFAULT_KEY";
+/// Environment variable that overrides `server.drain_timeout`.
+pub const ENV_DRAIN_TIMEOUT: &str = "HALLMARK_DRAIN_TIMEOUT";
+/// Environment variable that overrides `hsm.uri`.
+pub const ENV_PKCS11_URI: &str = "HALLMARK_PKCS11_URI";
+/// Environment variable that overrides `log.level`. `RUST_LOG`, when set,
+/// wins over every layer.
+pub const ENV_LOG_LEVEL: &str = "HALLMARK_LOG_LEVEL";
+/// Environment variable that overrides `log.format`.
+pub const ENV_LOG_FORMAT: &str = "HALLMARK_LOG_FORMAT";
+/// Environment variable of `tracing-subscriber`'s filter directives. When
+/// set, it takes precedence over `log.level` from every layer.
+pub const ENV_RUST_LOG: &str = "RUST_LOG";
 
 /// Default gRPC address: loopback only, because a sidecar serves its own pod.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default metrics address: loopback only, so that scraping is opted into.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+/// Default key name, used when `signing.default_key` is not set.
+pub const DEFAULT_KEY_NAME: &str = "default";
+/// Default log level: lifecycle events, warnings and errors, but not one
+/// line per request, which is at debug level.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default cap on a decoded request. A `SignRequest` is under 300 bytes,
 /// and a `SignBatchRequest` item at most 182 (a 48-byte digest and a
 /// 128-byte request ID with their framing), so a batch of the default
@@ -142,21 +178,49 @@ impl fmt::Display for ListenAddr {
 
 /// The token selector. Slot indices are deliberately not offered,
 /// because they change when tokens are added or removed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenSelector {
     /// Token label (CK_TOKEN_INFO.label, trailing blanks ignored).
     pub label: Option<String>,
     /// Token serial number (CK_TOKEN_INFO.serialNumber, trailing blanks ignored).
     pub serial: Option<String>,
+    /// Token manufacturer ID (CK_TOKEN_INFO.manufacturerID), set only by
+    /// the `manufacturer` attribute of `hsm.uri`.
+    pub manufacturer: Option<String>,
+    /// Token model (CK_TOKEN_INFO.model), set only by the `model`
+    /// attribute of `hsm.uri`.
+    pub model: Option<String>,
+}
+
+impl TokenSelector {
+    /// Returns whether a token with these fields, without their trailing
+    /// blanks, matches every attribute that the selector sets.
+    pub fn matches(&self, label: &str, serial: &str, manufacturer: &str, model: &str) -> bool {
+        let matches = |wanted: &Option<String>, actual: &str| {
+            wanted.as_deref().is_none_or(|wanted| wanted == actual)
+        };
+        matches(&self.label, label)
+            && matches(&self.serial, serial)
+            && matches(&self.manufacturer, manufacturer)
+            && matches(&self.model, model)
+    }
 }
 
 impl fmt::Display for TokenSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.label, &self.serial) {
-            (Some(label), Some(serial)) => write!(f, "label {label:?} and serial {serial:?}"),
-            (Some(label), None) => write!(f, "label {label:?}"),
-            (None, Some(serial)) => write!(f, "serial {serial:?}"),
-            (None, None) => write!(f, "no selector"),
+        let parts: Vec<String> = [
+            ("label", &self.label),
+            ("serial", &self.serial),
+            ("manufacturer", &self.manufacturer),
+            ("model", &self.model),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v:?}")))
+        .collect();
+        match parts.as_slice() {
+            [] => f.write_str("no selector"),
+            [only] => f.write_str(only),
+            [first @ .., last] => write!(f, "{} and {last}", first.join(", ")),
         }
     }
 }
@@ -226,6 +290,57 @@ pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// The origin of the user PIN, named in messages. The PIN itself is never
+/// shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinSource {
+    /// The `HALLMARK_PIN` environment variable.
+    Environment,
+    /// The file that `HALLMARK_PIN_FILE` names.
+    EnvironmentFile(PathBuf),
+    /// The file that `hsm.pin_file` in the configuration file names.
+    ConfigFile(PathBuf),
+    /// The file that the `--pin-file` flag names.
+    FlagFile(PathBuf),
+    /// The file that `pin-source=file:` in `hsm.uri` names.
+    UriFile(PathBuf),
+}
+
+impl PinSource {
+    /// Returns the setting that named the PIN or its file, as messages
+    /// name it.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Environment => ENV_PIN,
+            Self::EnvironmentFile(_) => ENV_PIN_FILE,
+            Self::ConfigFile(_) => "hsm.pin_file",
+            Self::FlagFile(_) => "--pin-file",
+            Self::UriFile(_) => "pin-source in hsm.uri",
+        }
+    }
+
+    /// Returns the file that contains the PIN, or `None` for
+    /// `HALLMARK_PIN`.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            Self::Environment => None,
+            Self::EnvironmentFile(path)
+            | Self::ConfigFile(path)
+            | Self::FlagFile(path)
+            | Self::UriFile(path) => Some(path),
+        }
+    }
+}
+
+impl fmt::Display for PinSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.file() {
+            None => f.write_str(self.setting()),
+            Some(path) => write!(f, "{} ({})", self.setting(), path.display()),
+        }
+    }
+}
+
 /// Settings of the PKCS#11 module and token.
 #[derive(Clone, Debug)]
 pub struct HsmConfig {
@@ -242,26 +357,83 @@ pub struct HsmConfig {
     /// Environment variables set before the module loads, such as
     /// `SOFTHSM2_CONF`.
     pub module_env: BTreeMap<String, String>,
+    /// The `hsm.uri` text, when the module or token came from one.
+    pub uri: Option<String>,
 }
 
-/// The origin of the user PIN: an environment variable or a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PinSource {
-    /// The `HALLMARK_PIN` environment variable.
-    Environment,
-    /// The file that `HALLMARK_PIN_FILE` names.
-    EnvironmentFile(PathBuf),
-    /// The file that `hsm.pin_file` names.
-    ConfigFile(PathBuf),
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
-impl std::fmt::Display for PinSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Environment => f.write_str(ENV_PIN),
-            Self::EnvironmentFile(path) => write!(f, "{ENV_PIN_FILE} ({})", path.display()),
-            Self::ConfigFile(path) => write!(f, "hsm.pin_file ({})", path.display()),
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is not text or json")),
         }
+    }
+
+    /// Returns the name that [`LogFormat::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// Log settings. `RUST_LOG`, when set, replaces `level`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`, `off`) or
+    /// comma-separated `target=level` directives.
+    pub level: String,
+    /// The output format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The level names that `log.level` accepts, alone or after `target=`.
+const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a log level: a level name, or comma-separated directives that
+/// each end in one, such as `info,hallmark=debug`.
+///
+/// `tracing-subscriber` reads a bare word as a target to log at every
+/// level, so a misspelt level would turn on trace logging. This check
+/// rejects such words.
+pub fn check_log_level(text: &str) -> Result<(), String> {
+    let directives: Vec<&str> = text.split(',').map(str::trim).collect();
+    let valid = !text.trim().is_empty()
+        && directives.iter().all(|directive| {
+            let level = directive
+                .rsplit_once('=')
+                .map_or(*directive, |(_, level)| level);
+            LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str())
+        });
+    let parses = tracing_subscriber::EnvFilter::builder().parse(text).is_ok();
+    if valid && parses {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?} is not a log level; use off, error, warn, info, debug or trace, or \
+             directives such as \"info,hallmark=debug\""
+        ))
     }
 }
 
@@ -316,6 +488,10 @@ pub struct Config {
     /// The key that signs audit checkpoints and nothing else, or `None` to
     /// sign them with the default key.
     pub checkpoint_key: Option<KeyName>,
+    /// Log level and format.
+    pub log: LogConfig,
+    /// The layer that set each value.
+    pub sources: Sources,
 }
 
 impl Config {
@@ -325,13 +501,69 @@ impl Config {
     }
 }
 
-/// Command-line values that override the file and the environment.
+/// Command-line values that override the file and the environment, as
+/// text, so that a bad flag is reported with every other problem. Paths
+/// must already be absolute or relative to the configuration file.
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// `--listen`.
     pub listen: Option<String>,
     /// `--metrics-listen`.
     pub metrics_listen: Option<String>,
+    /// `--health-listen`.
+    pub health_listen: Option<String>,
+    /// `--reflection`.
+    pub reflection: Option<String>,
+    /// `--drain-timeout`.
+    pub drain_timeout: Option<String>,
+    /// `--pkcs11-uri`.
+    pub pkcs11_uri: Option<String>,
+    /// `--module`.
+    pub module: Option<String>,
+    /// `--token-label`.
+    pub token_label: Option<String>,
+    /// `--token-serial`.
+    pub token_serial: Option<String>,
+    /// `--pin-file`.
+    pub pin_file: Option<String>,
+    /// `--sessions`.
+    pub sessions: Option<String>,
+    /// `--default-key`.
+    pub default_key: Option<String>,
+    /// `--refresh-interval`.
+    pub refresh_interval: Option<String>,
+    /// `--audit-dir`.
+    pub audit_dir: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+impl Overrides {
+    /// Returns the flag value for a key of [`SETTINGS`].
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let value = match key {
+            "server.listen" => &self.listen,
+            "server.metrics_listen" => &self.metrics_listen,
+            "server.health_listen" => &self.health_listen,
+            "server.reflection" => &self.reflection,
+            "server.drain_timeout" => &self.drain_timeout,
+            "hsm.uri" => &self.pkcs11_uri,
+            "hsm.module" => &self.module,
+            "hsm.token_label" => &self.token_label,
+            "hsm.token_serial" => &self.token_serial,
+            "hsm.pin_file" => &self.pin_file,
+            "hsm.sessions" => &self.sessions,
+            "signing.default_key" => &self.default_key,
+            "signing.refresh_interval" => &self.refresh_interval,
+            "audit.directory" => &self.audit_dir,
+            "log.level" => &self.log_level,
+            "log.format" => &self.log_format,
+            _ => return None,
+        };
+        value.as_deref()
+    }
 }
 
 /// Every problem found while loading the configuration.
@@ -348,111 +580,6 @@ fn source_suffix(path: &Option<PathBuf>) -> String {
     path.as_ref()
         .map(|p| format!(" in {}", p.display()))
         .unwrap_or_default()
-}
-
-/// The file as written, before validation.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    hsm: RawHsm,
-    #[serde(default)]
-    signing: RawSigning,
-    #[serde(default)]
-    keys: BTreeMap<String, RawKey>,
-    #[serde(default)]
-    rotation: RawRotation,
-    #[serde(default)]
-    callers: Vec<RawCaller>,
-    #[serde(default)]
-    audit: RawAudit,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAudit {
-    enabled: Option<bool>,
-    directory: Option<PathBuf>,
-    max_file_bytes: Option<u64>,
-    append_timeout: Option<String>,
-    checkpoint_interval: Option<String>,
-    checkpoint_key: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCaller {
-    name: Option<String>,
-    uid: Option<u32>,
-    spiffe_id: Option<String>,
-    cn: Option<String>,
-    keys: Option<Vec<String>>,
-    rate: Option<f64>,
-    burst: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRotation {
-    enabled: Option<bool>,
-    check_interval: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<String>,
-    metrics_listen: Option<String>,
-    reflection: Option<bool>,
-    max_request_bytes: Option<usize>,
-    drain_timeout: Option<String>,
-    socket_mode: Option<String>,
-    allow_insecure_tcp: Option<bool>,
-    health_listen: Option<String>,
-    max_pending: Option<usize>,
-    tls: Option<RawTls>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    client_ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHsm {
-    module: Option<PathBuf>,
-    token_label: Option<String>,
-    token_serial: Option<String>,
-    pin_file: Option<PathBuf>,
-    sessions: Option<usize>,
-    #[serde(default)]
-    module_env: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSigning {
-    default_key: Option<String>,
-    refresh_interval: Option<String>,
-    wait_for_default_key: Option<bool>,
-    max_batch: Option<usize>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    algorithm: Option<String>,
-    bits: Option<u32>,
-    salt: Option<toml::Value>,
-    rotation_period: Option<String>,
-    prepublish: Option<String>,
-    verify_grace: Option<String>,
 }
 
 /// Source of environment values, so that tests need not touch the process
@@ -484,14 +611,64 @@ pub fn load(
     env: &dyn Environment,
     overrides: &Overrides,
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-        path: Some(path.to_owned()),
-        problems: vec![format!("cannot read the file: {error}")],
-    })?;
+    load_to_depth(path, env, overrides, Depth::Values)
+}
+
+/// Loads the configuration like [`load`], and with [`Depth::Files`] also
+/// checks the files and directories that `serve` uses.
+pub fn load_to_depth(
+    path: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+    depth: Depth,
+) -> Result<Config, ConfigError> {
+    let text = read(path)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base_dir, env, overrides).map_err(|problems| ConfigError {
+    parse_to_depth(&text, base_dir, env, overrides, depth).map_err(|problems| ConfigError {
         path: Some(path.to_owned()),
         problems,
+    })
+}
+
+/// Reads the PKCS#11 module path and `hsm.module_env` from the file at
+/// `path`, with their overrides, without checking the rest. `hallmark
+/// tokens list` uses it before a token is chosen.
+///
+/// # Errors
+///
+/// [`ConfigError`] when the file cannot be read or parsed, or when it
+/// names no module.
+pub fn load_module(
+    path: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+) -> Result<(PathBuf, BTreeMap<String, String>), ConfigError> {
+    let error = |problems| ConfigError {
+        path: Some(path.to_owned()),
+        problems,
+    };
+    let text = read(path)?;
+    let raw: RawConfig = toml::from_str(&text).map_err(|e| error(vec![e.to_string()]))?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let mut builder = Builder::new(base_dir, env, overrides, Depth::Values);
+    let module_env = raw.hsm.module_env.clone();
+    let module = builder.module_only(raw.hsm).module;
+    if module.is_none() && builder.problems.is_empty() {
+        builder.problem(format!(
+            "hsm.module is missing: set it to the PKCS#11 library path (or set {ENV_MODULE}, \
+             or module-path in hsm.uri), or give --module"
+        ));
+    }
+    match module {
+        Some(module) if builder.problems.is_empty() => Ok((module, module_env)),
+        _ => Err(error(builder.problems)),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError {
+        path: Some(path.to_owned()),
+        problems: vec![format!("cannot read the file: {error}")],
     })
 }
 
@@ -503,681 +680,19 @@ pub fn parse(
     env: &dyn Environment,
     overrides: &Overrides,
 ) -> Result<Config, Vec<String>> {
+    parse_to_depth(text, base_dir, env, overrides, Depth::Values)
+}
+
+/// [`parse`] with a choice of [`Depth`].
+pub fn parse_to_depth(
+    text: &str,
+    base_dir: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+    depth: Depth,
+) -> Result<Config, Vec<String>> {
     let raw: RawConfig = toml::from_str(text).map_err(|error| vec![error.to_string()])?;
-    Builder::new(base_dir, env, overrides).build(raw)
-}
-
-/// Collects problems while turning a [`RawConfig`] into a [`Config`].
-struct Builder<'a> {
-    base_dir: &'a Path,
-    env: &'a dyn Environment,
-    overrides: &'a Overrides,
-    problems: Vec<String>,
-}
-
-impl<'a> Builder<'a> {
-    fn new(base_dir: &'a Path, env: &'a dyn Environment, overrides: &'a Overrides) -> Self {
-        Self {
-            base_dir,
-            env,
-            overrides,
-            problems: Vec::new(),
-        }
-    }
-
-    fn problem(&mut self, text: impl Into<String>) {
-        self.problems.push(text.into());
-    }
-
-    /// Picks the flag, then the environment variable, then the file value.
-    fn layered(
-        &self,
-        flag: Option<&String>,
-        env_name: &str,
-        file: Option<String>,
-    ) -> Option<String> {
-        flag.cloned().or_else(|| self.env.var(env_name)).or(file)
-    }
-
-    fn build(mut self, raw: RawConfig) -> Result<Config, Vec<String>> {
-        let listen_text = self
-            .layered(
-                self.overrides.listen.as_ref(),
-                ENV_LISTEN,
-                raw.server.listen,
-            )
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = ListenAddr::parse(&listen_text)
-            .map_err(|e| self.problem(format!("server.listen: {e}")))
-            .ok();
-
-        let metrics_listen = self.metrics_listen(raw.server.metrics_listen);
-        let health_listen = self
-            .env
-            .var(ENV_HEALTH_LISTEN)
-            .or(raw.server.health_listen)
-            .and_then(|text| {
-                text.parse()
-                    .map_err(|_| {
-                        self.problem(format!(
-                            "server.health_listen: {text:?} is not host:port with an IP address"
-                        ))
-                    })
-                    .ok()
-            });
-        let reflection = self.reflection(raw.server.reflection);
-        let max_request_bytes = raw
-            .server
-            .max_request_bytes
-            .unwrap_or(DEFAULT_MAX_REQUEST_BYTES);
-        if !(256..=4 * 1024 * 1024).contains(&max_request_bytes) {
-            self.problem(format!(
-                "server.max_request_bytes: {max_request_bytes} is outside 256..=4194304"
-            ));
-        }
-
-        let drain_timeout = match raw.server.drain_timeout {
-            None => DEFAULT_DRAIN_TIMEOUT,
-            Some(text) => self
-                .duration("server.drain_timeout", &text)
-                .unwrap_or(DEFAULT_DRAIN_TIMEOUT),
-        };
-        let hsm = self.hsm(raw.hsm);
-        let keys = self.keys(raw.keys);
-        let default_key = self.default_key(raw.signing.default_key, &keys);
-        let refresh_text = self
-            .env
-            .var(ENV_REFRESH_INTERVAL)
-            .or(raw.signing.refresh_interval);
-        let refresh_interval = match refresh_text {
-            None => DEFAULT_REFRESH_INTERVAL,
-            Some(text) => self
-                .duration_at_least("signing.refresh_interval", &text, MIN_REFRESH_INTERVAL)
-                .unwrap_or(DEFAULT_REFRESH_INTERVAL),
-        };
-
-        for (name, policy) in &keys {
-            if policy.verify_grace < refresh_interval {
-                self.problem(format!(
-                    "keys.{name}.verify_grace must be at least signing.refresh_interval, \
-                     because an instance may sign with a retired version until its next refresh"
-                ));
-            }
-        }
-        let wait_for_default_key = raw.signing.wait_for_default_key.unwrap_or(false);
-        let rotation_enabled = raw.rotation.enabled.unwrap_or(false);
-        let rotation_check_interval = match raw.rotation.check_interval {
-            None => DEFAULT_ROTATION_CHECK_INTERVAL,
-            Some(text) => self
-                .duration_at_least("rotation.check_interval", &text, Duration::from_secs(1))
-                .unwrap_or(DEFAULT_ROTATION_CHECK_INTERVAL),
-        };
-
-        let socket_mode = self.socket_mode(raw.server.socket_mode);
-        let allow_insecure_tcp = raw.server.allow_insecure_tcp.unwrap_or(false);
-        let tls = raw.server.tls.and_then(|raw| self.tls(raw));
-        if tls.is_some() && matches!(listen, Some(ListenAddr::Unix(_))) {
-            self.problem(
-                "server.tls applies to TCP listeners; a Unix socket identifies callers by \
-                 their uid",
-            );
-        }
-        if let Some(ListenAddr::Tcp(addr)) = &listen
-            && !addr.ip().is_loopback()
-            && tls.is_none()
-            && !allow_insecure_tcp
-        {
-            self.problem(format!(
-                "server.listen: {addr} is not a loopback address and server.tls is not set, \
-                 so any host that reaches it could sign; configure server.tls, listen on a \
-                 Unix socket or loopback, or set server.allow_insecure_tcp = true"
-            ));
-        }
-        let max_pending = raw.server.max_pending.unwrap_or(DEFAULT_MAX_PENDING);
-        if !(1..=MAX_MAX_PENDING).contains(&max_pending) {
-            self.problem(format!(
-                "server.max_pending: {max_pending} is outside 1..={MAX_MAX_PENDING}"
-            ));
-        }
-        // Unset, the batch limit follows a small admission limit down.
-        let max_batch = raw
-            .signing
-            .max_batch
-            .unwrap_or(DEFAULT_MAX_BATCH.min(max_pending.max(1)));
-        if !(1..=MAX_MAX_BATCH).contains(&max_batch) {
-            self.problem(format!(
-                "signing.max_batch: {max_batch} is outside 1..={MAX_MAX_BATCH}"
-            ));
-        }
-        if max_batch <= MAX_MAX_BATCH && max_batch > max_pending {
-            self.problem(format!(
-                "signing.max_batch ({max_batch}) is larger than server.max_pending \
-                 ({max_pending}), so a full batch could never be admitted; lower max_batch or \
-                 raise max_pending"
-            ));
-        }
-        let callers = self.callers(raw.callers, &keys);
-        let checkpoint_key = self.checkpoint_key(raw.audit.checkpoint_key.as_deref(), &keys);
-        if checkpoint_key.is_some() && checkpoint_key == default_key {
-            self.problem(
-                "audit.checkpoint_key must differ from signing.default_key, because callers \
-                 can sign any digest with the default key",
-            );
-        }
-        let audit = self.audit(raw.audit);
-
-        if !self.problems.is_empty() {
-            return Err(self.problems);
-        }
-        // Every `None` below was recorded as a problem above.
-        match (listen, metrics_listen, hsm, default_key) {
-            (Some(listen), Some(metrics_listen), Some(hsm), Some(default_key)) => Ok(Config {
-                listen,
-                metrics_listen,
-                health_listen,
-                reflection,
-                max_request_bytes,
-                drain_timeout,
-                hsm,
-                default_key,
-                refresh_interval,
-                wait_for_default_key,
-                max_batch,
-                keys,
-                rotation_enabled,
-                rotation_check_interval,
-                socket_mode,
-                allow_insecure_tcp,
-                tls,
-                max_pending,
-                callers,
-                audit,
-                checkpoint_key,
-            }),
-            _ => Err(vec![
-                "internal error: a value failed without a message".into(),
-            ]),
-        }
-    }
-
-    fn checkpoint_key(
-        &mut self,
-        name: Option<&str>,
-        keys: &BTreeMap<KeyName, KeyPolicy>,
-    ) -> Option<KeyName> {
-        let name = name?;
-        match KeyName::parse(name) {
-            Ok(key) if keys.contains_key(&key) => Some(key),
-            _ => {
-                self.problem(format!(
-                    "audit.checkpoint_key: {name:?} is not a configured key name; add a \
-                     [keys.{name}] table"
-                ));
-                None
-            }
-        }
-    }
-
-    fn audit(&mut self, raw: RawAudit) -> Option<AuditConfig> {
-        if !raw.enabled.unwrap_or(true) {
-            return None;
-        }
-        let directory = self
-            .env
-            .var(ENV_AUDIT_DIR)
-            .map(PathBuf::from)
-            .or(raw.directory)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_DIR));
-        let mut audit = AuditConfig::new(self.base_dir.join(directory));
-        if let Some(bytes) = raw.max_file_bytes {
-            audit.max_file_bytes = bytes;
-        }
-        if let Some(text) = raw.append_timeout
-            && let Some(timeout) =
-                self.duration_at_least("audit.append_timeout", &text, Duration::from_millis(10))
-        {
-            audit.append_timeout = timeout;
-            // Checkpoint signing must leave queued appends time to finish.
-            audit.checkpoint_sign_timeout = timeout / 2;
-        }
-        if let Some(text) = raw.checkpoint_interval
-            && let Some(interval) =
-                self.duration_at_least("audit.checkpoint_interval", &text, Duration::from_secs(1))
-        {
-            audit.checkpoint_interval = interval;
-        }
-        if let Err(error) = audit.validate() {
-            self.problem(format!("audit: {error}"));
-        }
-        Some(audit)
-    }
-
-    fn tls(&mut self, raw: RawTls) -> Option<TlsFiles> {
-        let mut file = |name: &str, path: Option<PathBuf>| {
-            if path.is_none() {
-                self.problem(format!(
-                    "server.tls.{name} is missing; mutual TLS needs cert_file, key_file and \
-                     client_ca_file"
-                ));
-            }
-            path.map(|p| self.base_dir.join(p))
-        };
-        let cert = file("cert_file", raw.cert_file);
-        let key = file("key_file", raw.key_file);
-        let client_ca = file("client_ca_file", raw.client_ca_file);
-        Some(TlsFiles {
-            cert: cert?,
-            key: key?,
-            client_ca: client_ca?,
-        })
-    }
-
-    fn socket_mode(&mut self, text: Option<String>) -> u32 {
-        let Some(text) = text else {
-            return DEFAULT_SOCKET_MODE;
-        };
-        let digits = text.strip_prefix("0o").unwrap_or(&text);
-        let octal = !digits.is_empty() && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
-        match u32::from_str_radix(digits, 8).ok().filter(|_| octal) {
-            Some(mode) if mode <= 0o777 && mode & 0o600 == 0o600 => mode,
-            _ => {
-                self.problem(format!(
-                    "server.socket_mode: {text:?} is not an octal mode from 0600 to 0777 that \
-                     lets the owner read and write, such as \"0660\""
-                ));
-                DEFAULT_SOCKET_MODE
-            }
-        }
-    }
-
-    fn callers(
-        &mut self,
-        raw: Vec<RawCaller>,
-        keys: &BTreeMap<KeyName, KeyPolicy>,
-    ) -> Vec<CallerRule> {
-        let mut rules: Vec<CallerRule> = Vec::new();
-        for (index, caller) in raw.into_iter().enumerate() {
-            let at = format!("callers[{index}]");
-            if let Some(rule) = self.caller(&at, caller, keys) {
-                if rules.iter().any(|r| r.name == rule.name) {
-                    self.problem(format!("{at}.name: {:?} is used twice", rule.name));
-                } else if rules.iter().any(|r| r.selector == rule.selector) {
-                    self.problem(format!("{at}: another caller has the same identity"));
-                } else {
-                    rules.push(rule);
-                }
-            }
-        }
-        rules
-    }
-
-    fn caller(
-        &mut self,
-        at: &str,
-        raw: RawCaller,
-        keys: &BTreeMap<KeyName, KeyPolicy>,
-    ) -> Option<CallerRule> {
-        let name = match raw.name.as_deref().map(KeyName::parse) {
-            Some(Ok(name)) => name.as_str().to_owned(),
-            Some(Err(e)) => {
-                self.problem(format!(
-                    "{at}.name: {}",
-                    e.replace("key name", "caller name")
-                ));
-                return None;
-            }
-            None => {
-                self.problem(format!(
-                    "{at}.name is missing; name each caller for metrics"
-                ));
-                return None;
-            }
-        };
-        let selector = match (raw.uid, raw.spiffe_id, raw.cn) {
-            (Some(uid), None, None) => Selector::Uid(uid),
-            (None, Some(id), None) if id.starts_with("spiffe://") && id.len() > 9 => {
-                Selector::SpiffeId(id)
-            }
-            (None, Some(id), None) => {
-                self.problem(format!(
-                    "{at}.spiffe_id: {id:?} does not start with spiffe://"
-                ));
-                return None;
-            }
-            (None, None, Some(cn)) if !cn.is_empty() => Selector::CommonName(cn),
-            _ => {
-                self.problem(format!(
-                    "{at}: give exactly one identity: uid (a Unix socket peer), spiffe_id or \
-                     cn (a TLS client certificate)"
-                ));
-                return None;
-            }
-        };
-        let scope = match raw.keys.as_deref() {
-            None | Some([]) => {
-                self.problem(format!(
-                    "{at}.keys is missing; list the key names the caller may use, or [\"*\"]"
-                ));
-                return None;
-            }
-            Some([all]) if all == "*" => KeyScope::All,
-            Some(names) => {
-                let mut scope = std::collections::BTreeSet::new();
-                for name in names {
-                    match KeyName::parse(name) {
-                        Ok(key) if keys.contains_key(&key) => {
-                            scope.insert(key);
-                        }
-                        _ => self
-                            .problem(format!("{at}.keys: {name:?} is not a configured key name")),
-                    }
-                }
-                KeyScope::Names(scope)
-            }
-        };
-        let rate = match (raw.rate, raw.burst) {
-            (None, None) => None,
-            (None, Some(_)) => {
-                self.problem(format!("{at}.burst needs {at}.rate"));
-                None
-            }
-            (Some(rate), burst) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
-                per_second: rate,
-                // A burst of one second's worth, and at least one request.
-                burst: burst.unwrap_or_else(|| rate.ceil().clamp(1.0, f64::from(u32::MAX)) as u32),
-            }),
-            (Some(rate), _) => {
-                self.problem(format!(
-                    "{at}.rate: {rate} is not a positive number of requests per second"
-                ));
-                None
-            }
-        };
-        if rate.is_some_and(|r| r.burst == 0) {
-            self.problem(format!("{at}.burst must be at least 1"));
-        }
-        Some(CallerRule {
-            name,
-            selector,
-            keys: scope,
-            rate,
-        })
-    }
-
-    fn metrics_listen(&mut self, file: Option<String>) -> Option<std::net::SocketAddr> {
-        let text = self
-            .layered(
-                self.overrides.metrics_listen.as_ref(),
-                ENV_METRICS_LISTEN,
-                file,
-            )
-            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
-        text.parse()
-            .map_err(|_| {
-                self.problem(format!(
-                    "server.metrics_listen: {text:?} is not host:port with an IP address"
-                ))
-            })
-            .ok()
-    }
-
-    fn reflection(&mut self, file: Option<bool>) -> bool {
-        match self.env.var(ENV_REFLECTION).as_deref() {
-            None => file.unwrap_or(true),
-            Some("true" | "1") => true,
-            Some("false" | "0") => false,
-            Some(other) => {
-                self.problem(format!("{ENV_REFLECTION}: {other:?} is not true or false"));
-                true
-            }
-        }
-    }
-
-    fn hsm(&mut self, raw: RawHsm) -> Option<HsmConfig> {
-        let module = self
-            .env
-            .var(ENV_MODULE)
-            .map(PathBuf::from)
-            .or(raw.module)
-            .map(|p| self.base_dir.join(p));
-        if module.is_none() {
-            self.problem(format!(
-                "hsm.module is missing: set it to the PKCS#11 library path, for example \
-                 /usr/lib/softhsm/libsofthsm2.so (or set {ENV_MODULE})"
-            ));
-        }
-
-        let token = TokenSelector {
-            label: self.env.var(ENV_TOKEN_LABEL).or(raw.token_label),
-            serial: self.env.var(ENV_TOKEN_SERIAL).or(raw.token_serial),
-        };
-        if token.label.is_none() && token.serial.is_none() {
-            self.problem("hsm: set token_label or token_serial to choose the token");
-        }
-
-        let sessions = self
-            .env
-            .var(ENV_SESSIONS)
-            .map(|text| {
-                text.parse::<usize>().unwrap_or_else(|_| {
-                    self.problem(format!("{ENV_SESSIONS}: {text:?} is not a whole number"));
-                    0
-                })
-            })
-            .or(raw.sessions)
-            .unwrap_or_else(default_sessions);
-        if !(1..=MAX_SESSIONS).contains(&sessions) {
-            self.problem(format!(
-                "hsm.sessions: {sessions} is outside 1..={MAX_SESSIONS}"
-            ));
-        }
-
-        let pin = self.pin(raw.pin_file);
-        let module_env = raw.module_env;
-        let (pin, pin_source) = pin?;
-        Some(HsmConfig {
-            module: module?,
-            token,
-            pin,
-            pin_source,
-            sessions,
-            module_env,
-        })
-    }
-
-    fn pin(&mut self, file: Option<PathBuf>) -> Option<(Pin, PinSource)> {
-        if let Some(value) = self.env.var(ENV_PIN) {
-            let pin = self.checked_pin(Pin::new(value), ENV_PIN)?;
-            return Some((pin, PinSource::Environment));
-        }
-        let (path, source) = match (self.env.var(ENV_PIN_FILE), file) {
-            (Some(path), _) => {
-                let path = self.base_dir.join(path);
-                (path.clone(), PinSource::EnvironmentFile(path))
-            }
-            (None, Some(path)) => {
-                let path = self.base_dir.join(path);
-                (path.clone(), PinSource::ConfigFile(path))
-            }
-            (None, None) => {
-                self.problem(format!(
-                    "hsm.pin_file is missing: point it at a file that contains the user PIN \
-                     (or set {ENV_PIN_FILE} or {ENV_PIN})"
-                ));
-                return None;
-            }
-        };
-        let setting = match source {
-            PinSource::EnvironmentFile(_) => ENV_PIN_FILE,
-            _ => "hsm.pin_file",
-        };
-        // Reading a FIFO would wait for a writer, and a device may never
-        // end, so only a regular file is read.
-        if let Ok(metadata) = std::fs::metadata(&path)
-            && !metadata.is_file()
-        {
-            self.problem(format!(
-                "{setting}: {} is {}, not a regular file; point it at a file that contains the \
-                 user PIN",
-                path.display(),
-                describe_file_type(&metadata.file_type())
-            ));
-            return None;
-        }
-        match Pin::from_file(&path) {
-            Ok(pin) => {
-                let pin = self.checked_pin(pin, &path.display().to_string())?;
-                Some((pin, source))
-            }
-            Err(error) => {
-                self.problem(format!(
-                    "{setting}: cannot read {}: {error}",
-                    path.display()
-                ));
-                None
-            }
-        }
-    }
-
-    fn checked_pin(&mut self, pin: Pin, source: &str) -> Option<Pin> {
-        if pin.is_empty() {
-            self.problem(format!("the user PIN from {source} is empty"));
-            return None;
-        }
-        Some(pin)
-    }
-
-    fn keys(&mut self, raw: BTreeMap<String, RawKey>) -> BTreeMap<KeyName, KeyPolicy> {
-        let mut keys = BTreeMap::new();
-        for (name, raw_key) in raw {
-            let key_name = match KeyName::parse(&name) {
-                Ok(key_name) => key_name,
-                Err(error) => {
-                    self.problem(format!("keys.{name}: {error}"));
-                    continue;
-                }
-            };
-            let policy = self.key_policy(&name, raw_key);
-            keys.insert(key_name, policy);
-        }
-        keys
-    }
-
-    fn key_policy(&mut self, name: &str, raw: RawKey) -> KeyPolicy {
-        let mut policy = KeyPolicy::default();
-        if let Some(text) = raw.algorithm {
-            match Algorithm::parse(&text) {
-                Ok(algorithm) => policy.algorithm = algorithm,
-                Err(error) => self.problem(format!("keys.{name}.algorithm: {error}")),
-            }
-        }
-        if let Some(bits) = raw.bits {
-            if matches!(bits, 2048 | 3072 | 4096) {
-                policy.bits = bits;
-            } else {
-                self.problem(format!(
-                    "keys.{name}.bits: {bits} is not 2048, 3072 or 4096"
-                ));
-            }
-        }
-        if let Some(value) = raw.salt {
-            match SaltSetting::from_toml(&value) {
-                Ok(salt) => policy.salt = salt,
-                Err(error) => self.problem(format!("keys.{name}.salt: {error}")),
-            }
-        }
-        // Every supported modulus leaves room for this salt: the smallest,
-        // RSA-2048, allows at most 222 bytes with SHA-256.
-        let is_pss = policy.algorithm == Algorithm::RsaPssSha256;
-        if let (true, SaltSetting::Bytes(len)) = (is_pss, policy.salt) {
-            let max = SaltSetting::max_len(policy.bits);
-            if len as usize > max {
-                self.problem(format!(
-                    "keys.{name}.salt: {len} bytes does not fit an RSA-{} key, whose maximum \
-                     PSS salt with SHA-256 is {max}; use \"digest\" (32) or \"max\"",
-                    policy.bits
-                ));
-            }
-        }
-        if let Some(text) = raw.rotation_period {
-            let key = format!("keys.{name}.rotation_period");
-            if let Some(d) = self.duration_at_least(&key, &text, Duration::from_secs(1)) {
-                policy.rotation_period = d;
-            }
-        }
-        if let Some(text) = raw.prepublish
-            && let Some(d) = self.duration(&format!("keys.{name}.prepublish"), &text)
-        {
-            policy.prepublish = d;
-        }
-        if policy.prepublish >= policy.rotation_period {
-            self.problem(format!(
-                "keys.{name}.prepublish must be shorter than keys.{name}.rotation_period, \
-                 so that each version signs for a while before its successor is published"
-            ));
-        }
-        if let Some(text) = raw.verify_grace
-            && let Some(d) = self.duration(&format!("keys.{name}.verify_grace"), &text)
-        {
-            policy.verify_grace = d;
-        }
-        policy
-    }
-
-    fn default_key(
-        &mut self,
-        file: Option<String>,
-        keys: &BTreeMap<KeyName, KeyPolicy>,
-    ) -> Option<KeyName> {
-        let text = self
-            .env
-            .var(ENV_DEFAULT_KEY)
-            .or(file)
-            .unwrap_or_else(|| "default".into());
-        let name = KeyName::parse(&text)
-            .map_err(|e| self.problem(format!("signing.default_key: {e}")))
-            .ok()?;
-        if !keys.contains_key(&name) {
-            self.problem(format!(
-                "signing.default_key: {text:?} has no [keys.{text}] table; add one \
-                 (an empty table takes every default)"
-            ));
-            return None;
-        }
-        Some(name)
-    }
-
-    fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {
-        let parsed = parse_duration(text)
-            .map_err(|e| self.problem(format!("{key}: {e}")))
-            .ok()?;
-        if parsed > MAX_DURATION {
-            self.problem(format!(
-                "{key}: {text:?} is longer than the maximum of 36500d"
-            ));
-            return None;
-        }
-        Some(parsed)
-    }
-
-    /// Parses a duration that must be at least `min`.
-    fn duration_at_least(&mut self, key: &str, text: &str, min: Duration) -> Option<Duration> {
-        let parsed = self.duration(key, text)?;
-        if parsed < min {
-            self.problem(format!(
-                "{key}: {text:?} is shorter than the minimum of {min:?}"
-            ));
-            return None;
-        }
-        Some(parsed)
-    }
-}
-
-/// Returns the number of cores, the default session pool size.
-fn default_sessions() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
+    Builder::new(base_dir, env, overrides, depth).build(raw)
 }
 
 /// Parses a human duration: a whole number followed by `ms`, `s`, `m`, `h`
@@ -1210,292 +725,4 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    const MINIMAL: &str = r#"
-        [hsm]
-        module = "/usr/lib/softhsm/libsofthsm2.so"
-        token_label = "t"
-        [keys.default]
-    "#;
-
-    fn parse_with(
-        text: &str,
-        env_pairs: &[(&str, &str)],
-        overrides: &Overrides,
-    ) -> Result<Config, Vec<String>> {
-        let mut vars = env(env_pairs);
-        vars.entry(ENV_PIN.into()).or_insert_with(|| "1234".into());
-        parse(text, Path::new("/etc/hallmark"), &vars, overrides)
-    }
-
-    #[test]
-    fn minimal_file_takes_defaults() {
-        let config = parse_with(MINIMAL, &[], &Overrides::default()).expect("valid");
-        assert_eq!(
-            config.listen,
-            ListenAddr::parse(DEFAULT_LISTEN).expect("valid")
-        );
-        assert_eq!(config.metrics_listen.to_string(), DEFAULT_METRICS_LISTEN);
-        assert!(config.reflection);
-        assert_eq!(config.default_key.as_str(), "default");
-        let policy = config.keys.values().next().expect("one key");
-        assert_eq!(policy, &KeyPolicy::default());
-        assert_eq!(config.hsm.pin.expose(), "1234");
-    }
-
-    #[test]
-    fn flags_beat_environment_beat_file() {
-        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n{MINIMAL}");
-        let from_env = parse_with(&text, &[(ENV_LISTEN, "127.0.0.1:2")], &Overrides::default())
-            .expect("valid");
-        assert_eq!(from_env.listen.to_string(), "127.0.0.1:2");
-
-        let flags = Overrides {
-            listen: Some("unix:/tmp/h.sock".into()),
-            metrics_listen: None,
-        };
-        let from_flag = parse_with(&text, &[(ENV_LISTEN, "127.0.0.1:2")], &flags).expect("valid");
-        assert_eq!(from_flag.listen, ListenAddr::Unix("/tmp/h.sock".into()));
-    }
-
-    #[test]
-    fn every_problem_is_reported() {
-        let text = r#"
-            [server]
-            listen = "nowhere"
-            [hsm]
-            sessions = 0
-            [signing]
-            default_key = "missing"
-            [keys.default]
-            bits = 1024
-            salt = 300
-            rotation_period = "90 days"
-        "#;
-        let problems = parse_with(text, &[], &Overrides::default()).expect_err("invalid");
-        let joined = problems.join("\n");
-        for needle in [
-            "server.listen",
-            "hsm.module is missing",
-            "token_label or token_serial",
-            "hsm.sessions: 0",
-            "keys.default.bits: 1024",
-            "keys.default.rotation_period",
-            "signing.default_key: \"missing\"",
-        ] {
-            assert!(joined.contains(needle), "{needle:?} not in:\n{joined}");
-        }
-        assert_eq!(problems.len(), 7, "{joined}");
-    }
-
-    #[test]
-    fn oversized_salt_is_rejected() {
-        let text = MINIMAL.replace("[keys.default]", "[keys.default]\nbits = 2048\nsalt = 223");
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].contains("maximum PSS salt with SHA-256 is 222"),
-            "{problems:?}"
-        );
-
-        let fits = MINIMAL.replace("[keys.default]", "[keys.default]\nbits = 2048\nsalt = 222");
-        let config = parse_with(&fits, &[], &Overrides::default()).expect("valid");
-        assert_eq!(
-            config.keys.values().next().map(|p| p.salt),
-            Some(SaltSetting::Bytes(222))
-        );
-    }
-
-    #[test]
-    fn max_batch_has_a_default_and_bounds() {
-        let config = parse_with(MINIMAL, &[], &Overrides::default()).expect("valid");
-        assert_eq!(config.max_batch, DEFAULT_MAX_BATCH);
-        let text = format!("[server]\nmax_pending = 8\n{MINIMAL}");
-        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
-        assert_eq!(config.max_batch, 8);
-        let text = format!("[signing]\nmax_batch = 16\n{MINIMAL}");
-        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
-        assert_eq!(config.max_batch, 16);
-        let text = format!("[server]\nmax_pending = 100\n[signing]\nmax_batch = 101\n{MINIMAL}");
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        assert_eq!(
-            problems,
-            vec![
-                "signing.max_batch (101) is larger than server.max_pending (100), so a full \
-                 batch could never be admitted; lower max_batch or raise max_pending"
-                    .to_owned()
-            ]
-        );
-        for bad in [0, MAX_MAX_BATCH + 1] {
-            let text = format!("[signing]\nmax_batch = {bad}\n{MINIMAL}");
-            let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-            assert_eq!(
-                problems,
-                vec![format!("signing.max_batch: {bad} is outside 1..=4096")]
-            );
-        }
-    }
-
-    #[test]
-    fn unknown_keys_are_rejected() {
-        let text = format!("{MINIMAL}\nbitz = 2048");
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        assert!(problems[0].contains("unknown field `bitz`"), "{problems:?}");
-    }
-
-    #[test]
-    fn example_file_is_valid() {
-        let text = include_str!("../hallmark.example.toml");
-        let config = parse_with(text, &[], &Overrides::default()).expect("example parses");
-        assert_eq!(config.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
-        assert_eq!(config.refresh_interval, DEFAULT_REFRESH_INTERVAL);
-        assert_eq!(config.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
-        assert_eq!(config.keys.values().next(), Some(&KeyPolicy::default()));
-    }
-
-    #[test]
-    fn callers_and_server_limits_parse() {
-        let text = format!(
-            "[server]\nsocket_mode = \"0600\"\nmax_pending = 8\n[signing]\nmax_batch = 8\n{MINIMAL}\n\
-             [[callers]]\nname = \"fraud-model\"\nuid = 1000\nkeys = [\"default\"]\nrate = 2.5\n\n\
-             [[callers]]\nname = \"ops\"\nuid = 0\nkeys = [\"*\"]\n"
-        );
-        let config = parse_with(&text, &[], &Overrides::default()).expect("valid");
-        assert_eq!(config.socket_mode, 0o600);
-        assert_eq!(config.max_pending, 8);
-        assert_eq!(config.callers.len(), 2);
-        assert_eq!(config.callers[0].name, "fraud-model");
-        assert_eq!(config.callers[0].selector, Selector::Uid(1000));
-        assert_eq!(
-            config.callers[0].rate,
-            Some(RateLimit {
-                per_second: 2.5,
-                burst: 3
-            })
-        );
-        assert_eq!(config.callers[1].keys, KeyScope::All);
-        assert_eq!(config.callers[1].rate, None);
-    }
-
-    #[test]
-    fn bad_callers_are_reported_together() {
-        let text = format!(
-            "[server]\nsocket_mode = \"0o0o660\"\nlisten = \"0.0.0.0:50051\"\n{MINIMAL}\n\
-             [[callers]]\nuid = 1\nkeys = [\"default\"]\n\n\
-             [[callers]]\nname = \"a\"\nuid = 2\nkeys = [\"nope\"]\n\n\
-             [[callers]]\nname = \"b\"\nuid = 5\ncn = \"client\"\nkeys = [\"*\"]\n\n\
-             [[callers]]\nname = \"c\"\nuid = 3\nkeys = [\"*\"]\nrate = -1.0\n"
-        );
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        assert_eq!(
-            problems,
-            [
-                "server.socket_mode: \"0o0o660\" is not an octal mode from 0600 to 0777 that lets \
-                 the owner read and write, such as \"0660\"",
-                "server.listen: 0.0.0.0:50051 is not a loopback address and server.tls is not \
-                 set, so any host that reaches it could sign; configure server.tls, listen on a \
-                 Unix socket or loopback, or set server.allow_insecure_tcp = true",
-                "callers[0].name is missing; name each caller for metrics",
-                "callers[1].keys: \"nope\" is not a configured key name",
-                "callers[2]: give exactly one identity: uid (a Unix socket peer), spiffe_id or \
-                 cn (a TLS client certificate)",
-                "callers[3].rate: -1 is not a positive number of requests per second",
-            ]
-        );
-        let insecure = text.replace("listen = ", "allow_insecure_tcp = true\nlisten = ");
-        let problems = parse_with(&insecure, &[], &Overrides::default()).expect_err("invalid");
-        assert!(
-            !problems.iter().any(|p| p.starts_with("server.listen")),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn checkpoint_key_must_be_its_own_configured_key() {
-        let with = |value: &str| format!("{MINIMAL}\n[audit]\ncheckpoint_key = \"{value}\"\n");
-        let problems = parse_with(&with("default"), &[], &Overrides::default()).expect_err("same");
-        assert_eq!(
-            problems,
-            [
-                "audit.checkpoint_key must differ from signing.default_key, because callers can \
-              sign any digest with the default key"
-            ]
-        );
-        let problems = parse_with(&with("audit"), &[], &Overrides::default()).expect_err("none");
-        assert_eq!(
-            problems,
-            [
-                "audit.checkpoint_key: \"audit\" is not a configured key name; add a \
-              [keys.audit] table"
-            ]
-        );
-    }
-
-    #[test]
-    fn duration_bounds_are_enforced() {
-        let text = MINIMAL.replace(
-            "[keys.default]",
-            "[signing]\nrefresh_interval = \"0ms\"\n[keys.default]\nrotation_period = \"200000000000000d\"",
-        );
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        let joined = problems.join("\n");
-        assert!(
-            joined.contains("signing.refresh_interval: \"0ms\" is shorter than the minimum"),
-            "{joined}"
-        );
-        assert!(
-            joined.contains("keys.default.rotation_period: \"200000000000000d\" is too long")
-                || joined.contains("is longer than the maximum of 36500d"),
-            "{joined}"
-        );
-    }
-
-    #[test]
-    fn grace_shorter_than_refresh_is_rejected() {
-        let text = MINIMAL.replace("[keys.default]", "[keys.default]\nverify_grace = \"10s\"");
-        let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].starts_with("keys.default.verify_grace must be at least"));
-
-        let ok = parse_with(
-            &text,
-            &[(ENV_REFRESH_INTERVAL, "10s")],
-            &Overrides::default(),
-        );
-        assert!(ok.is_ok(), "{ok:?}");
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
-        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("90").is_err());
-        assert!(parse_duration("d").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-    }
-
-    #[test]
-    fn listen_addresses_parse() {
-        assert_eq!(
-            ListenAddr::parse("unix:/run/h.sock"),
-            Ok(ListenAddr::Unix("/run/h.sock".into()))
-        );
-        assert!(ListenAddr::parse("unix:").is_err());
-        assert!(ListenAddr::parse("localhost:50051").is_err());
-        assert_eq!(
-            ListenAddr::parse("[::1]:5").map(|a| a.to_string()),
-            Ok("[::1]:5".into())
-        );
-    }
-}
+mod tests;

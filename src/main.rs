@@ -5,26 +5,45 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO, LogFormat};
+use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO};
 use hallmark::hsm;
 use hallmark::server;
 use hallmark::signals::StopSignals;
 use tracing::{error, info};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
 
-    // The client commands talk to a server or read published keys, and
-    // need neither the configuration nor the token.
+    // These commands read no whole configuration, so their log settings
+    // come from the flags and the environment alone. `config` writes its
+    // findings to stdout and stderr, and logs nothing itself.
+    let without_config = matches!(
+        cli.command,
+        Command::Sign(_)
+            | Command::Verify(_)
+            | Command::Audit(_)
+            | Command::Config(_)
+            | Command::Tokens(_)
+    );
+    if without_config {
+        match cli::logging::settings_without_file(&cli) {
+            Ok(settings) => cli::logging::init(&settings),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     match &cli.command {
         Command::Sign(args) => return cli::sign::run(args),
         Command::Verify(args) => return cli::verify::run(args),
         Command::Audit(command) => return cli::audit::run(command),
+        Command::Config(command) => return cli::config::run(command, &cli),
+        Command::Tokens(command) => return list_tokens(command),
         Command::Serve(_) | Command::Keys(_) | Command::Bench(_) => {}
     }
-    let config = match cli::load_config(&cli.command) {
+
+    let config = match cli::load_config(&cli) {
         Some(Ok(config)) => config,
         Some(Err(error)) => {
             eprintln!("error: {error}");
@@ -32,6 +51,7 @@ fn main() -> ExitCode {
         }
         None => return ExitCode::from(EXIT_CONFIG),
     };
+    cli::logging::init(&config.log);
     // SAFETY: no other thread exists yet. The runtime starts below, and the
     // tracing subscriber does not spawn threads.
     #[allow(unsafe_code)]
@@ -43,8 +63,26 @@ fn main() -> ExitCode {
         Command::Keys(command) => cli::run_keys(&command, &config),
         Command::Serve(_) => serve(config),
         Command::Bench(args) => cli::bench::run(&args, &config),
-        Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => ExitCode::from(EXIT_CONFIG),
+        Command::Sign(_)
+        | Command::Verify(_)
+        | Command::Audit(_)
+        | Command::Config(_)
+        | Command::Tokens(_) => ExitCode::from(EXIT_CONFIG),
     }
+}
+
+fn list_tokens(command: &cli::tokens::TokensCommand) -> ExitCode {
+    let target = match cli::tokens::target(command) {
+        Ok(target) => target,
+        Err(code) => return code,
+    };
+    // SAFETY: no other thread exists: this command starts no runtime, and
+    // the tracing subscriber does not spawn threads.
+    #[allow(unsafe_code)]
+    unsafe {
+        hsm::apply_module_env(&target.module_env)
+    };
+    cli::tokens::run(command, &target)
 }
 
 fn serve(config: hallmark::config::Config) -> ExitCode {
@@ -69,7 +107,11 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
                 return ExitCode::from(EXIT_IO);
             }
         };
-        info!(version = env!("CARGO_PKG_VERSION"), "starting hallmark");
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            commit = env!("HALLMARK_GIT_COMMIT"),
+            "starting hallmark"
+        );
         server::warn_if_root();
         match server::serve(Arc::new(config), stop).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -85,16 +127,4 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     // thread is left behind rather than waited for.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     code
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

@@ -1,20 +1,24 @@
 //! Command-line interface: argument parsing, the key commands, the client
-//! commands `sign` and `verify`, the audit log commands and `bench`.
+//! commands `sign` and `verify`, the audit log commands, `bench`, and the
+//! operator commands `config` and `tokens`.
 
 pub mod audit;
 pub mod bench;
 mod client;
+pub mod config;
 mod input;
+pub mod logging;
 pub mod sign;
+pub mod tokens;
 pub mod verify;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::{self, Config, ConfigError, ENV_CONFIG, Overrides};
+use crate::config::{self as settings, Config, ConfigError, ENV_CONFIG, Overrides};
 use crate::hsm::{HsmError, Token};
 use crate::keys::{self, KeyName};
 use crate::server::ServeError;
@@ -31,32 +35,40 @@ pub const EXIT_RETRY: u8 = 75;
 /// Exit code for a failure to bind or serve (sysexits EX_IOERR).
 pub const EXIT_IO: u8 = 74;
 
+/// The text of `hallmark --version`: the package version, the git commit
+/// it was built from (`unknown` outside a git checkout) and the enabled
+/// cargo features. `build.rs` sets both variables.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HALLMARK_GIT_COMMIT"),
+    ", features: ",
+    env!("HALLMARK_FEATURES"),
+    ")"
+);
+
 /// Hallmark: a gRPC signing sidecar whose keys never leave the HSM.
 #[derive(Debug, Parser)]
-#[command(name = "hallmark", version, about)]
+#[command(name = "hallmark", version = VERSION, about)]
 pub struct Cli {
-    /// Log output format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    /// Log output format. Overrides log.format and HALLMARK_LOG_FORMAT.
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Log level (off, error, warn, info, debug, trace) or directives such
+    /// as info,hallmark=debug. Overrides log.level and HALLMARK_LOG_LEVEL;
+    /// RUST_LOG, when set, wins over all of them.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Log output formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the signing service.
-    Serve(ServeArgs),
+    Serve(SettingsArgs),
     /// Manage signing keys in the token.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -71,6 +83,12 @@ pub enum Command {
     /// Measure signing through PKCS#11 directly and through `hallmark
     /// serve` over TCP and a Unix socket, with the audit log on and off.
     Bench(bench::BenchArgs),
+    /// Check the configuration or print its effective values.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// List the slots and tokens of a PKCS#11 module.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
 }
 
 /// Options shared by every command that reads the configuration.
@@ -81,18 +99,104 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
-/// Options of `hallmark serve`.
+/// Flags that override the configuration file and the `HALLMARK_*`
+/// environment variables. Each names the key it overrides.
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Configuration overrides")]
+pub struct OverrideArgs {
+    /// gRPC listen address: host:port, or unix:PATH for a Unix socket
+    /// [server.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Address (host:port) of GET /metrics and the JWKS [server.metrics_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Plain-text TCP address (host:port) that serves only gRPC health
+    /// checks [server.health_listen].
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<String>,
+    /// Serve gRPC reflection: true or false [server.reflection].
+    #[arg(long, value_name = "BOOL")]
+    pub reflection: Option<String>,
+    /// Time that requests in progress get after SIGTERM, such as 10s
+    /// [server.drain_timeout].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<String>,
+    /// RFC 7512 pkcs11: URI of the token, and optionally of the module and
+    /// PIN file [hsm.uri].
+    #[arg(long, value_name = "URI")]
+    pub pkcs11_uri: Option<String>,
+    /// Path of the PKCS#11 library [hsm.module].
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// Label of the token to use [hsm.token_label].
+    #[arg(long, value_name = "LABEL")]
+    pub token_label: Option<String>,
+    /// Serial number of the token to use [hsm.token_serial].
+    #[arg(long, value_name = "SERIAL")]
+    pub token_serial: Option<String>,
+    /// File that contains the user PIN [hsm.pin_file].
+    #[arg(long, value_name = "PATH")]
+    pub pin_file: Option<PathBuf>,
+    /// Number of PKCS#11 sessions in the signing pool [hsm.sessions].
+    #[arg(long, value_name = "COUNT")]
+    pub sessions: Option<String>,
+    /// Key name used when a request names none [signing.default_key].
+    #[arg(long, value_name = "NAME")]
+    pub default_key: Option<String>,
+    /// Interval between re-reads of the token's keys, such as 30s
+    /// [signing.refresh_interval].
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_interval: Option<String>,
+    /// Directory of the audit log [audit.directory].
+    #[arg(long, value_name = "PATH")]
+    pub audit_dir: Option<PathBuf>,
+}
+
+/// The configuration file and the flags that override it.
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub struct SettingsArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub config: ConfigArgs,
-    /// gRPC listen address: host:port, or unix:PATH for a Unix socket.
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Metrics listen address (host:port) for GET /metrics.
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub overrides: OverrideArgs,
+}
+
+impl SettingsArgs {
+    /// Returns the flag values as [`Overrides`], with the global log flags
+    /// of `cli`. Paths become absolute here, because the configuration
+    /// resolves relative paths against its own directory, and a path typed
+    /// on the command line is relative to the working directory.
+    pub fn overrides(&self, cli: &Cli) -> Overrides {
+        let flags = &self.overrides;
+        Overrides {
+            listen: flags.listen.clone(),
+            metrics_listen: flags.metrics_listen.clone(),
+            health_listen: flags.health_listen.clone(),
+            reflection: flags.reflection.clone(),
+            drain_timeout: flags.drain_timeout.clone(),
+            pkcs11_uri: flags.pkcs11_uri.clone(),
+            module: flags.module.as_deref().map(absolute),
+            token_label: flags.token_label.clone(),
+            token_serial: flags.token_serial.clone(),
+            pin_file: flags.pin_file.as_deref().map(absolute),
+            sessions: flags.sessions.clone(),
+            default_key: flags.default_key.clone(),
+            refresh_interval: flags.refresh_interval.clone(),
+            audit_dir: flags.audit_dir.as_deref().map(absolute),
+            ..cli.log_overrides()
+        }
+    }
+}
+
+/// Returns `path` made absolute against the working directory, as text.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Key management commands.
@@ -103,7 +207,7 @@ pub enum KeysCommand {
     Create {
         #[command(flatten)]
         #[allow(missing_docs)]
-        config: ConfigArgs,
+        config: SettingsArgs,
         /// Key name; defaults to signing.default_key.
         #[arg(long)]
         name: Option<String>,
@@ -115,7 +219,7 @@ pub enum KeysCommand {
     List {
         #[command(flatten)]
         #[allow(missing_docs)]
-        config: ConfigArgs,
+        config: SettingsArgs,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -125,7 +229,7 @@ pub enum KeysCommand {
     Rotate {
         #[command(flatten)]
         #[allow(missing_docs)]
-        config: ConfigArgs,
+        config: SettingsArgs,
         /// Rotate only this key name; defaults to every configured name.
         #[arg(long)]
         name: Option<String>,
@@ -138,7 +242,7 @@ pub enum KeysCommand {
     Revoke {
         #[command(flatten)]
         #[allow(missing_docs)]
-        config: ConfigArgs,
+        config: SettingsArgs,
         /// Key ID of the version to revoke, as `hallmark keys list` prints it.
         /// It may start with `-`, as base64url key IDs sometimes do.
         #[arg(allow_hyphen_values = true)]
@@ -149,40 +253,47 @@ pub enum KeysCommand {
     DestroyExpired {
         #[command(flatten)]
         #[allow(missing_docs)]
-        config: ConfigArgs,
+        config: SettingsArgs,
     },
 }
 
-impl Command {
-    /// Returns the configuration file and flag overrides of this command,
-    /// or `None` for the client commands, which read no configuration.
+impl Cli {
+    /// Returns the global log flags as [`Overrides`].
+    pub fn log_overrides(&self) -> Overrides {
+        Overrides {
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+            ..Overrides::default()
+        }
+    }
+
+    /// Returns the configuration file and flag overrides of the command,
+    /// or `None` for the commands that read no whole configuration.
     pub fn config_source(&self) -> Option<(&PathBuf, Overrides)> {
-        Some(match self {
-            Command::Serve(args) => (
-                &args.config.config,
-                Overrides {
-                    listen: args.listen.clone(),
-                    metrics_listen: args.metrics_listen.clone(),
-                },
-            ),
+        Some(match &self.command {
+            Command::Serve(args) => (&args.config.config, args.overrides(self)),
             Command::Keys(
                 KeysCommand::Create { config, .. }
                 | KeysCommand::List { config, .. }
                 | KeysCommand::Rotate { config, .. }
                 | KeysCommand::Revoke { config, .. }
                 | KeysCommand::DestroyExpired { config },
-            ) => (&config.config, Overrides::default()),
-            Command::Bench(args) => (&args.config.config, Overrides::default()),
-            Command::Sign(_) | Command::Verify(_) | Command::Audit(_) => return None,
+            ) => (&config.config.config, config.overrides(self)),
+            Command::Bench(args) => (&args.config.config, self.log_overrides()),
+            Command::Sign(_)
+            | Command::Verify(_)
+            | Command::Audit(_)
+            | Command::Config(_)
+            | Command::Tokens(_) => return None,
         })
     }
 }
 
 /// Loads the configuration named by the command, or returns `None` for a
 /// command that reads none.
-pub fn load_config(command: &Command) -> Option<Result<Config, ConfigError>> {
-    let (path, overrides) = command.config_source()?;
-    Some(config::load(path, &config::ProcessEnv, &overrides))
+pub fn load_config(cli: &Cli) -> Option<Result<Config, ConfigError>> {
+    let (path, overrides) = cli.config_source()?;
+    Some(settings::load(path, &settings::ProcessEnv, &overrides))
 }
 
 /// Runs a `keys` subcommand. These are short, blocking administrative

@@ -8,6 +8,7 @@
 mod error;
 pub mod objects;
 mod pool;
+mod slots;
 mod softhsm;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::config::{HsmConfig, TokenSelector};
 
 pub use error::{HsmError, Recovery};
 pub use pool::{Abandon, LinkStatus, PooledSession, SessionPool};
+pub use slots::{SlotEntry, TokenEntry, list_slots};
 
 /// Sets the environment variables that a PKCS#11 module reads when it loads,
 /// such as `SOFTHSM2_CONF`.
@@ -68,23 +70,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Loads the module, finds the token, and logs in as the user.
     pub fn open(config: &HsmConfig) -> Result<Self, HsmError> {
-        check_module_path(&config.module)?;
-        let context = Pkcs11::new(&config.module).map_err(|source| HsmError::ModuleLoad {
-            path: config.module.clone(),
-            source,
-        })?;
-        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(source) => {
-                let diagnosis = softhsm::diagnose(&config.module);
-                return Err(HsmError::Initialize {
-                    source,
-                    misconfigured: diagnosis.as_ref().is_some_and(|d| d.in_configuration),
-                    hint: diagnosis.map(|d| d.message),
-                });
-            }
-        }
-
+        let context = load_module(&config.module)?;
         match Self::log_in(context.clone(), config) {
             Ok(token) => Ok(token),
             Err(error) => {
@@ -268,6 +254,26 @@ fn check_module_path(path: &Path) -> Result<(), HsmError> {
     })
 }
 
+/// Checks the path of the PKCS#11 module, then loads and initializes it.
+fn load_module(path: &Path) -> Result<Pkcs11, HsmError> {
+    check_module_path(path)?;
+    let context = Pkcs11::new(path).map_err(|source| HsmError::ModuleLoad {
+        path: path.to_owned(),
+        source,
+    })?;
+    match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(context),
+        Err(source) => {
+            let diagnosis = softhsm::diagnose(path);
+            Err(HsmError::Initialize {
+                source,
+                misconfigured: diagnosis.as_ref().is_some_and(|d| d.in_configuration),
+                hint: diagnosis.map(|d| d.message),
+            })
+        }
+    }
+}
+
 /// Access mode of a new session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -293,9 +299,9 @@ fn find_token(
             .map_err(|e| HsmError::pkcs11("C_GetTokenInfo", e))?;
         let label = info.label().trim_end().to_owned();
         let serial = info.serial_number().trim_end().to_owned();
-        let label_matches = selector.label.as_deref().is_none_or(|l| l == label);
-        let serial_matches = selector.serial.as_deref().is_none_or(|s| s == serial);
-        if label_matches && serial_matches {
+        let manufacturer = info.manufacturer_id().trim_end();
+        let model = info.model().trim_end();
+        if selector.matches(&label, &serial, manufacturer, model) {
             if !info.token_initialized() {
                 return Err(HsmError::TokenNotInitialized { label, serial });
             }

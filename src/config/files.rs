@@ -1,0 +1,189 @@
+//! Checks of the files and directories that `serve` uses, for `hallmark
+//! config check`. They run as the user that runs the check, so run it as
+//! the service's user to see what the service will see.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use rustix::fs::{Access, access};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::TlsFiles;
+
+/// Checks that `path` is a regular file that this process can read.
+pub(super) fn check_readable(path: &Path) -> Result<(), String> {
+    let display = path.display();
+    let metadata = std::fs::metadata(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => format!("{display} does not exist"),
+        _ => format!("cannot read {display}: {error}"),
+    })?;
+    if !metadata.is_file() {
+        return Err(format!("{display} is not a regular file"));
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|error| format!("cannot read {display}: {error}"))
+}
+
+/// Checks that `directory` is a directory that this process can create
+/// files in, or, when it is missing, that its closest existing ancestor
+/// is, so that `serve` can create it.
+pub(super) fn check_writable_directory(directory: &Path) -> Result<(), String> {
+    let display = directory.display();
+    let existing = directory
+        .ancestors()
+        .find(|ancestor| std::fs::symlink_metadata(ancestor).is_ok())
+        .unwrap_or(Path::new("/"));
+    let metadata = std::fs::metadata(existing)
+        .map_err(|error| format!("cannot read {}: {error}", existing.display()))?;
+    if !metadata.is_dir() {
+        return Err(if existing == directory {
+            format!("{display} is not a directory")
+        } else {
+            format!(
+                "{display} cannot be created, because {} is not a directory",
+                existing.display()
+            )
+        });
+    }
+    access(existing, Access::WRITE_OK | Access::EXEC_OK).map_err(|error| {
+        let error = std::io::Error::from(error);
+        if existing == directory {
+            format!("cannot create files in {display}: {error}")
+        } else {
+            format!(
+                "{display} does not exist and cannot be created in {}: {error}",
+                existing.display()
+            )
+        }
+    })
+}
+
+/// Checks that a Unix socket can be created at `path`: its directory
+/// exists, and the path is free or is a socket (`serve` replaces a stale
+/// one at start).
+pub(super) fn check_socket_path(path: &Path) -> Result<(), String> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!(
+            "the directory {} of the socket does not exist; create it first",
+            parent.display()
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if !metadata.file_type().is_socket() => Err(format!(
+            "{} exists and is not a socket; choose another path",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Builds the TLS settings from the PEM files as `serve` does, which parses
+/// the certificates and the key. Checks only readable files: the caller
+/// reports unreadable ones.
+pub(super) fn check_tls(files: &TlsFiles) -> Result<(), String> {
+    let read = |path: &Path| std::fs::read(path).map_err(|error| error.to_string());
+    let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    let client_ca = Certificate::from_pem(read(&files.client_ca)?);
+    let settings = ServerTlsConfig::new()
+        .identity(identity)
+        .client_ca_root(client_ca);
+    Server::builder()
+        .tls_config(settings)
+        .map(drop)
+        .map_err(|error| {
+            format!(
+                "the PEM files are not a valid TLS identity and CA: {}",
+                chain(&error)
+            )
+        })
+}
+
+/// Returns an error's message followed by those of its sources.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable_file_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("module.so");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(check_readable(&file), Ok(()));
+
+        let missing = dir.path().join("missing.so");
+        assert_eq!(
+            check_readable(&missing),
+            Err(format!("{} does not exist", missing.display()))
+        );
+        assert_eq!(
+            check_readable(dir.path()),
+            Err(format!("{} is not a regular file", dir.path().display()))
+        );
+    }
+
+    #[test]
+    fn writable_directory_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(check_writable_directory(dir.path()), Ok(()));
+        assert_eq!(
+            check_writable_directory(&dir.path().join("audit/nested")),
+            Ok(())
+        );
+
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(
+            check_writable_directory(&file),
+            Err(format!("{} is not a directory", file.display()))
+        );
+        let below_file = file.join("audit");
+        assert_eq!(
+            check_writable_directory(&below_file),
+            Err(format!(
+                "{} cannot be created, because {} is not a directory",
+                below_file.display(),
+                file.display()
+            ))
+        );
+    }
+
+    #[test]
+    fn socket_path_checks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(check_socket_path(&dir.path().join("h.sock")), Ok(()));
+
+        let missing = dir.path().join("run/h.sock");
+        assert_eq!(
+            check_socket_path(&missing),
+            Err(format!(
+                "the directory {} of the socket does not exist; create it first",
+                dir.path().join("run").display()
+            ))
+        );
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").expect("write");
+        assert_eq!(
+            check_socket_path(&file),
+            Err(format!(
+                "{} exists and is not a socket; choose another path",
+                file.display()
+            ))
+        );
+    }
+}

@@ -1,0 +1,256 @@
+//! The `[hsm]` table: the module, the token and the PIN, from separate keys
+//! or from one `hsm.uri`, but never both for the same value.
+
+use std::path::PathBuf;
+
+use super::builder::{Builder, Depth, parse_count};
+use super::pkcs11_uri::Pkcs11Uri;
+use super::raw::RawHsm;
+use super::sources::Source;
+use super::{
+    ENV_MODULE, ENV_PIN, ENV_PIN_FILE, HsmConfig, MAX_SESSIONS, PinSource, TokenSelector,
+    describe_file_type,
+};
+use crate::secret::Pin;
+
+/// The parts of `hsm.uri` that `[hsm]` keys may also set: the key, the URI
+/// attribute, and the subject of both for conflict messages.
+const URI_OVERLAPS: &[(&str, &str, &str)] = &[
+    ("hsm.module", "module-path", "the module"),
+    ("hsm.token_label", "token", "the token label"),
+    ("hsm.token_serial", "serial", "the token serial"),
+    ("hsm.pin_file", "pin-source", "the PIN file"),
+];
+
+/// The values of `[hsm]` after layering, before they are combined with
+/// `hsm.uri`.
+struct Separate {
+    module: Option<PathBuf>,
+    token_label: Option<String>,
+    token_serial: Option<String>,
+    pin_file: Option<PathBuf>,
+}
+
+impl Separate {
+    fn is_set(&self, key: &str) -> bool {
+        match key {
+            "hsm.module" => self.module.is_some(),
+            "hsm.token_label" => self.token_label.is_some(),
+            "hsm.token_serial" => self.token_serial.is_some(),
+            "hsm.pin_file" => self.pin_file.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// The module settings that `hallmark tokens list` needs, read without
+/// checking the rest of the file.
+pub(super) struct ModuleOnly {
+    pub(super) module: Option<PathBuf>,
+}
+
+impl Builder<'_> {
+    pub(super) fn hsm(&mut self, raw: RawHsm) -> Option<HsmConfig> {
+        let (uri_text, uri) = self.uri(raw.uri);
+        let separate = Separate {
+            module: self.pick_path("hsm.module", raw.module),
+            token_label: self.pick_text("hsm.token_label", raw.token_label),
+            token_serial: self.pick_text("hsm.token_serial", raw.token_serial),
+            pin_file: self.pick_path("hsm.pin_file", raw.pin_file),
+        };
+        // Without a readable URI the missing values may be in it, so only
+        // the URI is reported.
+        let uri_invalid = uri_text.is_some() && uri.is_none();
+        let uri = uri.unwrap_or_default();
+        self.check_overlaps(&uri, &separate);
+
+        let module = self.combine("hsm.module", uri.module_path.clone(), separate.module);
+        let module = module.map(|path| self.base_dir.join(path));
+        if module.is_none() && !uri_invalid {
+            self.problem(format!(
+                "hsm.module is missing: set it to the PKCS#11 library path, for example \
+                 /usr/lib/softhsm/libsofthsm2.so (or set {ENV_MODULE}, or module-path in \
+                 hsm.uri)"
+            ));
+        }
+        if let (Depth::Files, Some(path)) = (self.depth, &module)
+            && let Err(error) = super::files::check_readable(path)
+        {
+            self.invalid("hsm.module", error);
+        }
+
+        let token = TokenSelector {
+            label: self.combine("hsm.token_label", uri.token.clone(), separate.token_label),
+            serial: self.combine(
+                "hsm.token_serial",
+                uri.serial.clone(),
+                separate.token_serial,
+            ),
+            manufacturer: uri.manufacturer.clone(),
+            model: uri.model.clone(),
+        };
+        if token.label.is_none() && token.serial.is_none() && !uri_invalid {
+            self.problem(
+                "hsm: set token_label or token_serial to choose the token (or token= or \
+                 serial= in hsm.uri)",
+            );
+        }
+
+        let sessions = self
+            .pick("hsm.sessions", raw.sessions, parse_count)
+            .unwrap_or_else(default_sessions);
+        if !(1..=MAX_SESSIONS).contains(&sessions) {
+            self.invalid(
+                "hsm.sessions",
+                format!("{sessions} is outside 1..={MAX_SESSIONS}"),
+            );
+        }
+
+        let pin_file = self.combine("hsm.pin_file", uri.pin_file.clone(), separate.pin_file);
+        let pin = self.pin(pin_file, uri_invalid);
+        let module_env = raw.module_env;
+        for name in module_env.keys() {
+            self.sources
+                .set(format!("hsm.module_env.{name}"), Source::File);
+        }
+        let (pin, pin_source) = pin?;
+        Some(HsmConfig {
+            module: module?,
+            token,
+            pin,
+            pin_source,
+            sessions,
+            module_env,
+            uri: uri_text,
+        })
+    }
+
+    /// Reads only the module path, for listing the tokens of a module whose
+    /// token is not chosen yet.
+    pub(super) fn module_only(&mut self, raw: RawHsm) -> ModuleOnly {
+        let (_, uri) = self.uri(raw.uri);
+        let separate = self.pick_path("hsm.module", raw.module);
+        let uri_module = uri.and_then(|uri| uri.module_path);
+        if uri_module.is_some() && separate.is_some() {
+            self.overlap("hsm.module", "module-path", "the module");
+        }
+        let module = uri_module.map(|path| self.base_dir.join(path)).or(separate);
+        ModuleOnly { module }
+    }
+
+    /// Reads `hsm.uri` from its layers. Returns the text and, when it is
+    /// valid, the parsed URI.
+    fn uri(&mut self, file: Option<String>) -> (Option<String>, Option<Pkcs11Uri>) {
+        let Some(text) = self.pick_text("hsm.uri", file) else {
+            return (None, None);
+        };
+        let parsed = Pkcs11Uri::parse(&text)
+            .map_err(|error| self.invalid("hsm.uri", error))
+            .ok();
+        (Some(text), parsed)
+    }
+
+    fn check_overlaps(&mut self, uri: &Pkcs11Uri, separate: &Separate) {
+        for &(key, attribute, subject) in URI_OVERLAPS {
+            let in_uri = match attribute {
+                "module-path" => uri.module_path.is_some(),
+                "token" => uri.token.is_some(),
+                "serial" => uri.serial.is_some(),
+                _ => uri.pin_file.is_some(),
+            };
+            if in_uri && separate.is_set(key) {
+                self.overlap(key, attribute, subject);
+            }
+        }
+    }
+
+    fn overlap(&mut self, key: &str, attribute: &str, subject: &str) {
+        let uri_label = self.sources.label("hsm.uri");
+        let key_label = self.sources.label(key);
+        self.problem(format!(
+            "{uri_label} sets {subject} with {attribute}=, and {key_label} sets it too; remove \
+             one of them"
+        ));
+    }
+
+    /// Returns the value from `hsm.uri` if it has one, else the separate
+    /// key's, and records a URI value's source.
+    fn combine<T>(
+        &mut self,
+        key: &'static str,
+        from_uri: Option<T>,
+        separate: Option<T>,
+    ) -> Option<T> {
+        if from_uri.is_some() {
+            self.sources.set(key, Source::Uri);
+            return from_uri;
+        }
+        separate
+    }
+
+    /// Reads the PIN: `HALLMARK_PIN` if set, else the PIN file.
+    fn pin(&mut self, file: Option<PathBuf>, uri_invalid: bool) -> Option<(Pin, PinSource)> {
+        if let Some(value) = self.env.var(ENV_PIN) {
+            let pin = self.checked_pin(Pin::new(value), ENV_PIN)?;
+            return Some((pin, PinSource::Environment));
+        }
+        let Some(path) = file else {
+            if !uri_invalid {
+                self.problem(format!(
+                    "hsm.pin_file is missing: point it at a file that contains the user PIN \
+                     (or set {ENV_PIN_FILE} or {ENV_PIN}, or pin-source in hsm.uri)"
+                ));
+            }
+            return None;
+        };
+        let path = self.base_dir.join(path);
+        let source = match self.sources.get("hsm.pin_file") {
+            Source::Env(_) => PinSource::EnvironmentFile(path.clone()),
+            Source::Flag(_) => PinSource::FlagFile(path.clone()),
+            Source::Uri => PinSource::UriFile(path.clone()),
+            Source::File | Source::Default => PinSource::ConfigFile(path.clone()),
+        };
+        let setting = source.setting();
+        // Reading a FIFO would wait for a writer, and a device may never
+        // end, so only a regular file is read.
+        if let Ok(metadata) = std::fs::metadata(&path)
+            && !metadata.is_file()
+        {
+            self.problem(format!(
+                "{setting}: {} is {}, not a regular file; point it at a file that contains the \
+                 user PIN",
+                path.display(),
+                describe_file_type(&metadata.file_type())
+            ));
+            return None;
+        }
+        match Pin::from_file(&path) {
+            Ok(pin) => {
+                let pin = self.checked_pin(pin, &path.display().to_string())?;
+                Some((pin, source))
+            }
+            Err(error) => {
+                self.problem(format!(
+                    "{setting}: cannot read {}: {error}",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    fn checked_pin(&mut self, pin: Pin, source: &str) -> Option<Pin> {
+        if pin.is_empty() {
+            self.problem(format!("the user PIN from {source} is empty"));
+            return None;
+        }
+        Some(pin)
+    }
+}
+
+/// Returns the number of cores, the default session pool size.
+fn default_sessions() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

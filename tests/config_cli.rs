@@ -1,0 +1,529 @@
+//! The operator commands `config check`, `config print` and `--version`,
+//! the log settings, and a token chosen by `hsm.uri`, each run as the
+//! real binary against a real SoftHSM token.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{HALLMARK, TestServer, TestToken};
+
+/// Exit code for a configuration problem (EX_USAGE).
+const EXIT_CONFIG: i32 = 64;
+
+/// The log line that every command which opens the token writes at info.
+const TOKEN_OPENED: &str = "token opened and logged in";
+
+/// Runs `hallmark` with `args`, without the log and configuration
+/// variables of the test's own environment, plus `env`.
+fn hallmark(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(HALLMARK);
+    command.args(args);
+    for (name, _) in std::env::vars() {
+        if name == "RUST_LOG" || name.starts_with("HALLMARK_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .envs(env.iter().copied())
+        .output()
+        .expect("hallmark runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("UTF-8")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("UTF-8")
+}
+
+fn path_text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// Replaces every line that starts with `prefix` with `line`, or removes
+/// it when `line` is empty.
+fn replace_line(token: &TestToken, prefix: &str, line: &str) {
+    let path = token.config();
+    let text = std::fs::read_to_string(&path).expect("config readable");
+    assert!(
+        text.lines().any(|l| l.starts_with(prefix)),
+        "{prefix:?} not in {text}"
+    );
+    let replaced: Vec<&str> = text
+        .lines()
+        .map(|current| {
+            if current.starts_with(prefix) {
+                line
+            } else {
+                current
+            }
+        })
+        .collect();
+    std::fs::write(path, replaced.join("\n") + "\n").expect("config writable");
+}
+
+fn config_value(token: &TestToken, name: &str) -> String {
+    let text = std::fs::read_to_string(token.config()).expect("config readable");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} = ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .trim_matches('"')
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------
+// config check
+// ---------------------------------------------------------------------
+
+#[test]
+fn check_accepts_dev_token_config() {
+    let token = TestToken::without_key();
+    let config = token.config();
+
+    let output = hallmark(&["config", "check", "--config", path_text(&config)], &[]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        format!("{}: the configuration is valid\n", config.display())
+    );
+    assert_eq!(stderr(&output), "");
+}
+
+#[test]
+fn check_reports_every_problem() {
+    let token = TestToken::without_key();
+    let dir = token.dir.path();
+    let missing_module = dir.join("missing.so");
+    replace_line(
+        &token,
+        "module = ",
+        &format!("module = \"{}\"", missing_module.display()),
+    );
+    replace_line(&token, "pin_file = ", "pin_file = \"no-such-pin\"");
+    replace_line(
+        &token,
+        "listen = ",
+        "listen = \"unix:/nonexistent-dir/h.sock\"",
+    );
+    token.append_config("[server.tls]\ncert_file = \"cert.pem\"\n");
+    let config = token.config();
+
+    let output = hallmark(
+        &[
+            "config",
+            "check",
+            "--config",
+            path_text(&config),
+            "--sessions",
+            "0",
+        ],
+        &[("HALLMARK_REFRESH_INTERVAL", "soon")],
+    );
+
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_CONFIG),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(stdout(&output), "");
+    let problems = [
+        "server.listen: the directory /nonexistent-dir of the socket does not exist; create it \
+         first"
+            .to_owned(),
+        format!("hsm.module: {} does not exist", missing_module.display()),
+        "hsm.sessions (--sessions): 0 is outside 1..=256".to_owned(),
+        format!(
+            "hsm.pin_file: cannot read {}: No such file or directory (os error 2)",
+            dir.join("no-such-pin").display()
+        ),
+        "signing.refresh_interval (HALLMARK_REFRESH_INTERVAL): \"soon\" does not start with a \
+         whole number"
+            .to_owned(),
+        format!(
+            "server.tls.cert_file: {} does not exist",
+            dir.join("cert.pem").display()
+        ),
+        "server.tls.key_file is missing; mutual TLS needs cert_file, key_file and client_ca_file"
+            .to_owned(),
+        "server.tls.client_ca_file is missing; mutual TLS needs cert_file, key_file and \
+         client_ca_file"
+            .to_owned(),
+    ];
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - {}\n",
+            config.display(),
+            problems.join("\n  - ")
+        )
+    );
+}
+
+/// `serve` itself reports only the problems that loading finds, and the
+/// missing module later, when it opens the token. `config check` finds the
+/// module at once.
+#[test]
+fn check_finds_missing_module() {
+    let token = TestToken::without_key();
+    let missing_module = token.dir.path().join("missing.so");
+    replace_line(
+        &token,
+        "module = ",
+        &format!("module = \"{}\"", missing_module.display()),
+    );
+    let config = token.config();
+
+    let checked = hallmark(&["config", "check", "--config", path_text(&config)], &[]);
+    let listed = hallmark(&["keys", "list", "--config", path_text(&config)], &[]);
+
+    assert_eq!(checked.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(listed.status.code(), Some(EXIT_CONFIG));
+    assert!(
+        stderr(&listed).contains(&format!(
+            "PKCS#11 module {} does not exist",
+            missing_module.display()
+        )),
+        "{}",
+        stderr(&listed)
+    );
+}
+
+#[test]
+fn check_rejects_uri_conflict() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let uri = "pkcs11:token=other";
+
+    let output = hallmark(
+        &[
+            "config",
+            "check",
+            "--config",
+            path_text(&config),
+            "--pkcs11-uri",
+            uri,
+        ],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - hsm.uri (--pkcs11-uri) sets the token \
+             label with token=, and hsm.token_label sets it too; remove one of them\n",
+            config.display()
+        )
+    );
+}
+
+#[test]
+fn check_of_missing_file_exits_64() {
+    let output = hallmark(
+        &["config", "check", "--config", "/nonexistent/hallmark.toml"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        "error: invalid configuration in /nonexistent/hallmark.toml:\n  - cannot read the file: \
+         No such file or directory (os error 2)\n"
+    );
+}
+
+// ---------------------------------------------------------------------
+// config print
+// ---------------------------------------------------------------------
+
+/// Returns the printed `field = value` lines with their source comment,
+/// without the padding between them.
+fn printed_values(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let (assignment, source) = line.split_once("  # ")?;
+            Some((assignment.trim_end().to_owned(), source.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn print_names_each_layer() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let pin = std::fs::read_to_string(token.dir.path().join("user.pin")).expect("PIN");
+    let audit_dir = token.dir.path().join("audit-from-env");
+
+    let output = hallmark(
+        &[
+            "--log-format",
+            "json",
+            "config",
+            "print",
+            "--config",
+            path_text(&config),
+            "--listen",
+            "127.0.0.1:7000",
+            "--sessions",
+            "3",
+        ],
+        &[
+            ("HALLMARK_AUDIT_DIR", path_text(&audit_dir)),
+            ("HALLMARK_LISTEN", "127.0.0.1:6000"),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let values = printed_values(&text);
+    let label = config_value(&token, "token_label");
+    let expected = [
+        ("listen = \"127.0.0.1:7000\"".to_owned(), "flag --listen"),
+        ("metrics_listen = \"127.0.0.1:9464\"".to_owned(), "file"),
+        ("reflection = true".to_owned(), "default"),
+        (format!("token_label = \"{label}\""), "file"),
+        (
+            format!(
+                "pin_file = \"{}\"",
+                token.dir.path().join("user.pin").display()
+            ),
+            "file",
+        ),
+        ("sessions = 3".to_owned(), "flag --sessions"),
+        (
+            format!("directory = \"{}\"", audit_dir.display()),
+            "env HALLMARK_AUDIT_DIR",
+        ),
+        ("format = \"json\"".to_owned(), "flag --log-format"),
+        ("level = \"info\"".to_owned(), "default"),
+    ];
+    for (assignment, source) in expected {
+        let pair = (assignment, source.to_owned());
+        assert!(values.contains(&pair), "{pair:?} not in\n{text}");
+    }
+    assert!(!text.contains(pin.trim()), "the PIN leaked:\n{text}");
+    assert!(text.starts_with(&format!(
+        "# Effective configuration from {}.\n",
+        config.display()
+    )));
+}
+
+#[test]
+fn print_hides_pin_from_environment() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let pin = "7391-secret-pin";
+
+    let output = hallmark(
+        &["config", "print", "--config", path_text(&config)],
+        &[("HALLMARK_PIN", pin)],
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(!text.contains(pin), "the PIN leaked:\n{text}");
+    assert!(
+        text.contains(
+            "# the PIN is read from the HALLMARK_PIN environment variable, which takes \
+             precedence over any PIN file; its value is not shown\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("pin_file = "), "{text}");
+}
+
+#[test]
+fn print_of_invalid_config_exits_64() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let output = hallmark(
+        &["config", "print", "--config", path_text(&config)],
+        &[("HALLMARK_REFLECTION", "maybe")],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - server.reflection (HALLMARK_REFLECTION): \
+             \"maybe\" is not true or false\n",
+            config.display()
+        )
+    );
+}
+
+// ---------------------------------------------------------------------
+// --version
+// ---------------------------------------------------------------------
+
+/// Returns the commit that the build embeds: `HALLMARK_GIT_COMMIT` when
+/// set (cargo rebuilds when it changes), else the checkout's HEAD from
+/// git, else `unknown`.
+fn expected_commit() -> String {
+    if let Ok(commit) = std::env::var("HALLMARK_GIT_COMMIT")
+        && !commit.trim().is_empty()
+    {
+        return commit.trim().to_owned();
+    }
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+#[test]
+fn version_names_commit_and_features() {
+    let output = hallmark(&["--version"], &[]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "hallmark {} (commit {}, features: server)\n",
+            env!("CARGO_PKG_VERSION"),
+            expected_commit()
+        )
+    );
+}
+
+// ---------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------
+
+/// Runs `hallmark keys list` on `token`, which opens the token and logs
+/// [`TOKEN_OPENED`] at info, and returns stderr.
+fn keys_list_log(token: &TestToken, flags: &[&str], env: &[(&str, &str)]) -> String {
+    let config = token.config();
+    let mut args = flags.to_vec();
+    args.extend(["keys", "list", "--config", path_text(&config)]);
+    let output = hallmark(&args, env);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    stderr(&output)
+}
+
+#[test]
+fn log_level_comes_from_config_unless_rust_log() {
+    let token = TestToken::without_key();
+    let default = keys_list_log(&token, &[], &[]);
+    assert!(default.contains(TOKEN_OPENED), "{default}");
+
+    token.append_config("[log]\nlevel = \"warn\"\n");
+    let quiet = keys_list_log(&token, &[], &[]);
+    assert!(!quiet.contains(TOKEN_OPENED), "{quiet}");
+
+    let from_rust_log = keys_list_log(&token, &[], &[("RUST_LOG", "info")]);
+    assert!(from_rust_log.contains(TOKEN_OPENED), "{from_rust_log}");
+
+    let from_flag = keys_list_log(&token, &["--log-level", "info"], &[]);
+    assert!(from_flag.contains(TOKEN_OPENED), "{from_flag}");
+
+    let from_env = keys_list_log(&token, &[], &[("HALLMARK_LOG_LEVEL", "debug")]);
+    assert!(from_env.contains(TOKEN_OPENED), "{from_env}");
+}
+
+#[test]
+fn json_logs_from_flag_or_config() {
+    let token = TestToken::without_key();
+    let label = config_value(&token, "token_label");
+    let check = |log: &str| {
+        let line = log
+            .lines()
+            .find(|line| line.contains(TOKEN_OPENED))
+            .unwrap_or_else(|| panic!("no {TOKEN_OPENED:?} in {log}"));
+        let record: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(record["level"], "INFO");
+        assert_eq!(record["fields"]["message"], TOKEN_OPENED);
+        assert_eq!(record["fields"]["token.label"], label.as_str());
+    };
+
+    check(&keys_list_log(&token, &["--log-format", "json"], &[]));
+    check(&keys_list_log(
+        &token,
+        &[],
+        &[("HALLMARK_LOG_FORMAT", "json")],
+    ));
+    token.append_config("[log]\nformat = \"json\"\n");
+    check(&keys_list_log(&token, &[], &[]));
+
+    let text = keys_list_log(&token, &["--log-format", "text"], &[]);
+    let line = text
+        .lines()
+        .find(|line| line.contains(TOKEN_OPENED))
+        .expect("logged");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(line).is_err(),
+        "{line}"
+    );
+    assert!(line.contains(&format!("token.label={label}")), "{line}");
+}
+
+#[test]
+fn invalid_log_level_exits_64() {
+    let output = hallmark(
+        &[
+            "--log-level",
+            "verbose",
+            "config",
+            "check",
+            "--config",
+            "/nonexistent/hallmark.toml",
+        ],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        "error: --log-level: \"verbose\" is not a log level; use off, error, warn, info, debug \
+         or trace, or directives such as \"info,hallmark=debug\"\n"
+    );
+}
+
+// ---------------------------------------------------------------------
+// A token chosen by hsm.uri
+// ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn serve_with_uri_only() {
+    let token = TestToken::new(2048, "digest");
+    let label = config_value(&token, "token_label");
+    let module = config_value(&token, "module");
+    let pin_file = config_value(&token, "pin_file");
+    replace_line(&token, "module = ", "");
+    replace_line(&token, "pin_file = ", "");
+    let encoded_label = label.replace('-', "%2D");
+    replace_line(
+        &token,
+        "token_label = ",
+        &format!(
+            "uri = \"pkcs11:token={encoded_label}?module-path={module}&pin-source=file:{pin_file}\""
+        ),
+    );
+
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+
+    let log = server.log_text();
+    assert!(
+        log.contains(&format!("token.label={label}")),
+        "the URI chose another token:\n{log}"
+    );
+    let response = server
+        .client()
+        .await
+        .sign(hallmark::pb::SignRequest {
+            digest: vec![7; 32],
+            hash_algorithm: hallmark::pb::HashAlgorithm::Sha256 as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("Sign succeeds");
+    assert!(!response.into_inner().signature.is_empty());
+}
