@@ -108,6 +108,42 @@ impl SignerApi {
         }
     }
 
+    /// Runs a signing request's `work` in a task of its own, and returns
+    /// its result.
+    ///
+    /// tonic drops the handler's future when the client cancels or its
+    /// deadline passes. The task still runs to the end and records
+    /// whatever the token did; the flag that `work` receives turns true
+    /// once the client no longer waits for the response.
+    async fn run_to_end<T, F, Fut>(&self, rpc: &'static str, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>, watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+    {
+        let (gone_sender, client_gone) = watch::channel(false);
+        let mut waiting = SetOnDrop(Some(gone_sender));
+        let inner = Arc::clone(&self.inner);
+        let slot = inner.task_slot()?;
+        let running = work(inner, client_gone);
+        let task = tokio::spawn(
+            async move {
+                let _slot = slot;
+                running.await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let result = match task.await {
+            Ok(result) => result,
+            Err(error) => {
+                error!(%error, rpc, "the request's task failed");
+                Err(Status::internal("the request failed inside the service"))
+            }
+        };
+        waiting.0 = None;
+        result
+    }
+
     /// Returns the handle that shutdown uses to end the requests in progress.
     pub fn in_flight(&self) -> InFlight {
         InFlight {
@@ -622,30 +658,11 @@ impl pb::signer_service_server::SignerService for SignerApi {
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        // tonic drops this future when the client cancels or its deadline
-        // passes. The work runs in its own task, which finishes and
-        // records whatever the token did; the flag marks that the client
-        // no longer waits for the response.
-        let (gone_sender, client_gone) = watch::channel(false);
-        let mut waiting = SetOnDrop(Some(gone_sender));
-        let inner = Arc::clone(&self.inner);
-        let slot = inner.task_slot()?;
-        let task = tokio::spawn(
-            async move {
-                let _slot = slot;
-                inner.sign(request, client_gone).await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let result = match task.await {
-            Ok(result) => result,
-            Err(error) => {
-                error!(%error, "the Sign task failed");
-                Err(Status::internal("the request failed inside the service"))
-            }
-        };
-        waiting.0 = None;
-        result.map(Response::new)
+        self.run_to_end("Sign", |inner, client_gone| async move {
+            inner.sign(request, client_gone).await
+        })
+        .await
+        .map(Response::new)
     }
 
     #[instrument(skip_all, fields(key_name))]
@@ -653,26 +670,11 @@ impl pb::signer_service_server::SignerService for SignerApi {
         &self,
         request: Request<pb::SignBatchRequest>,
     ) -> Result<Response<pb::SignBatchResponse>, Status> {
-        let (gone_sender, client_gone) = watch::channel(false);
-        let mut waiting = SetOnDrop(Some(gone_sender));
-        let inner = Arc::clone(&self.inner);
-        let slot = inner.task_slot()?;
-        let task = tokio::spawn(
-            async move {
-                let _slot = slot;
-                inner.sign_batch(request, client_gone).await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let result = match task.await {
-            Ok(result) => result,
-            Err(error) => {
-                error!(%error, "the SignBatch task failed");
-                Err(Status::internal("the request failed inside the service"))
-            }
-        };
-        waiting.0 = None;
-        result.map(Response::new)
+        self.run_to_end("SignBatch", |inner, client_gone| async move {
+            inner.sign_batch(request, client_gone).await
+        })
+        .await
+        .map(Response::new)
     }
 
     #[instrument(skip_all)]
