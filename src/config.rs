@@ -127,9 +127,10 @@ pub const DEFAULT_AUDIT_DIR: &str = "/var/lib/hallmark/audit";
 /// model container sharing the group can connect and other users cannot.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
-/// Default most Sign requests admitted at once. A signature takes from
-/// tens of microseconds to tens of milliseconds on an HSM, so 1024 queued
-/// requests are already seconds of work. More would only add latency.
+/// Default most signatures admitted at once, each digest of a batch
+/// counting as one. A signature takes from tens of microseconds to tens of
+/// milliseconds on an HSM, so 1024 queued signatures are already seconds
+/// of work. More would only add latency.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// Upper bound of `server.max_pending`.
@@ -478,8 +479,9 @@ pub struct Config {
     pub allow_insecure_tcp: bool,
     /// Mutual TLS for a TCP listener, or `None` for plain text.
     pub tls: Option<TlsFiles>,
-    /// Most Sign requests admitted at once, queued for a session or
-    /// signing; more fail fast with RESOURCE_EXHAUSTED.
+    /// Most signatures admitted at once, queued for a session or being
+    /// signed, each digest of a batch counting as one; more fail fast with
+    /// RESOURCE_EXHAUSTED.
     pub max_pending: usize,
     /// The configured callers; empty means the default policy.
     pub callers: Vec<CallerRule>,

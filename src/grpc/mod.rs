@@ -153,6 +153,15 @@ impl SignerApi {
 }
 
 impl Inner {
+    /// The refusal of a request that would take the signatures in progress
+    /// or queued over `server.max_pending`.
+    fn over_admission_limit(&self) -> Status {
+        Status::resource_exhausted(format!(
+            "the service has {} signatures in progress or queued, its limit; retry with backoff",
+            self.config.max_pending
+        ))
+    }
+
     /// Takes a task slot for a request, or refuses it once shutdown has
     /// stopped waiting for requests.
     fn task_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
@@ -275,12 +284,10 @@ impl Inner {
             )));
         }
         *caller = self.authorize(identity, &params.key_name)?;
-        let _permit = self.pending.try_acquire().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the service has {} Sign requests in progress, its limit; retry with backoff",
-                self.config.max_pending
-            ))
-        })?;
+        let _permit = self
+            .pending
+            .try_acquire()
+            .map_err(|_| self.over_admission_limit())?;
         // A request whose client has stopped waiting is not sent to the
         // HSM; the session pool checks again after its wait for a session.
         if let Err(HsmError::Abandoned { deadline }) = abandon.check() {
@@ -417,13 +424,10 @@ impl Inner {
         *caller = self.authorize_many(identity, &params.key_name, count.max(1))?;
         // Each digest holds an admission permit, so that batches and single
         // requests share one bound on the work in progress.
-        let _permits = self.pending.try_acquire_many(count.max(1)).map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the service has {} signatures in progress or queued, its limit; retry with \
-                 backoff",
-                self.config.max_pending
-            ))
-        })?;
+        let _permits = self
+            .pending
+            .try_acquire_many(count.max(1))
+            .map_err(|_| self.over_admission_limit())?;
         if let Err(HsmError::Abandoned { deadline }) = abandon.check() {
             return Err(if deadline {
                 Status::deadline_exceeded("the request's deadline passed before signing began")
