@@ -98,7 +98,15 @@ impl<'a> Builder<'a> {
 
     /// [`Builder::pick`] for a value that every layer writes as text.
     pub(super) fn pick_text(&mut self, key: &'static str, file: Option<String>) -> Option<String> {
-        self.pick(key, file, |text| Ok(text.to_owned()))
+        // An empty label or serial would select an uninitialized slot, or
+        // nothing, far from the setting that caused it.
+        self.pick(key, file, |text| {
+            if text.is_empty() {
+                Err("must not be empty".to_owned())
+            } else {
+                Ok(text.to_owned())
+            }
+        })
     }
 
     /// [`Builder::pick`] for a path. Relative paths from the file or the

@@ -109,9 +109,26 @@ impl Builder<'_> {
         let pin_file = self.combine("hsm.pin_file", uri.pin_file.clone(), separate.pin_file);
         let pin = self.pin(pin_file, uri_invalid);
         let module_env = raw.module_env;
-        for name in module_env.keys() {
+        for (name, value) in &module_env {
             self.sources
                 .set(format!("hsm.module_env.{name}"), Source::File);
+            // The operating system refuses such a variable, and setting it
+            // would fail after the configuration was accepted.
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.invalid(
+                    "hsm.module_env",
+                    format!(
+                        "{name:?} is not an environment variable name: it must not be empty \
+                         or contain \"=\" or a NUL character"
+                    ),
+                );
+            } else if value.contains('\0') {
+                self.invalid(
+                    &format!("hsm.module_env.{name}"),
+                    "the value contains a NUL character, which an environment variable \
+                     cannot hold",
+                );
+            }
         }
         let (pin, pin_source) = pin?;
         Some(HsmConfig {

@@ -70,6 +70,11 @@ pub struct Pkcs11Uri {
 #[error("{0}")]
 pub struct UriError(String);
 
+/// Why a URI with a `pin-value` attribute is refused.
+const PIN_VALUE_REFUSED: &str = "pin-value is rejected, because a PIN in a URI shows up in \
+     logs, shell histories and process lists; use pin-source=file:PATH, hsm.pin_file or the \
+     HALLMARK_PIN environment variable";
+
 impl Pkcs11Uri {
     /// Parses a `pkcs11:` URI.
     ///
@@ -81,6 +86,16 @@ impl Pkcs11Uri {
     /// `pin-source` that is not a `file:` URI, and any attribute other
     /// than token, serial, manufacturer, model, module-path and pin-source.
     pub fn parse(text: &str) -> Result<Self, UriError> {
+        // Refused before anything else, so that no other message can
+        // repeat the PIN that follows it.
+        let body = text.split_once(':').map_or(text, |(_, body)| body);
+        let names_pin_value = body.split(['?', ';', '&']).any(|attribute| {
+            let name = attribute.split('=').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("pin-value")
+        });
+        if names_pin_value {
+            return Err(UriError(PIN_VALUE_REFUSED.into()));
+        }
         let scheme_ok = text
             .get(..SCHEME.len())
             .is_some_and(|s| s.eq_ignore_ascii_case(SCHEME));
@@ -136,12 +151,7 @@ impl Pkcs11Uri {
                 self.pin_file = Some(pin_file(&value)?);
                 Ok(())
             }
-            "pin-value" => Err(UriError(
-                "pin-value is rejected, because a PIN in a URI shows up in logs, shell \
-                 histories and process lists; use pin-source=file:PATH, hsm.pin_file or the \
-                 HALLMARK_PIN environment variable"
-                    .to_owned(),
-            )),
+            "pin-value" => Err(UriError(PIN_VALUE_REFUSED.into())),
             "module-name" => Err(UriError(
                 "module-name is not supported, because a library name depends on the \
                  loader's search path; give the full path with module-path"
@@ -300,7 +310,8 @@ fn decode(text: &str, offset: usize, part: Part) -> Result<Option<String>, Strin
     }
     String::from_utf8(decoded)
         .map(Some)
-        .map_err(|_| format!("the value {text:?} is not UTF-8 after percent-decoding"))
+        // The value is not repeated: it could be a PIN.
+        .map_err(|_| "a value is not UTF-8 after percent-decoding".to_owned())
 }
 
 /// Percent-encodes every byte of `value` that `part` does not allow as is.
@@ -501,7 +512,7 @@ mod tests {
     fn invalid_utf8_is_rejected() {
         assert_eq!(
             error("pkcs11:token=%ff"),
-            "the value \"%ff\" is not UTF-8 after percent-decoding"
+            "a value is not UTF-8 after percent-decoding"
         );
     }
 
@@ -608,5 +619,23 @@ mod tests {
             "pin-source \"file://vault/pin\" names the host \"vault\"; the PIN file must be \
              local, as in file:/run/secrets/pin"
         );
+    }
+
+    #[test]
+    fn no_message_repeats_a_pin_value() {
+        for text in [
+            "pkcs:token=x?pin-value=SECRET1",
+            " pkcs11:token=x?pin-value=SECRET3",
+            "pkcs11:token=t?pin-value=SECRET6%ff",
+            "pkcs11:token=t;pin-value=SECRET%C3%28",
+            "pkcs11:token=t?module-path=/m.so&PIN-VALUE=SECRET7",
+        ] {
+            let message = Pkcs11Uri::parse(text).expect_err("refused").0;
+            assert_eq!(message, PIN_VALUE_REFUSED, "{text}");
+            assert!(!message.contains("SECRET"), "{message}");
+        }
+        // A label that merely contains the words is a label.
+        let uri = Pkcs11Uri::parse("pkcs11:token=my-pin-value-token").expect("valid");
+        assert_eq!(uri.token.as_deref(), Some("my-pin-value-token"));
     }
 }

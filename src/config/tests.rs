@@ -926,3 +926,43 @@ fn print_hides_uri_values_and_pin() {
     }
     assert!(!printed.contains("1234"), "the PIN leaked:\n{printed}");
 }
+
+#[test]
+fn module_environment_must_be_settable() {
+    let text = format!(
+        "{MINIMAL}\n[hsm.module_env]\n\"A=B\" = \"x\"\n\"\" = \"y\"\nGOOD = \"a\\u0000b\"\n"
+    );
+    // MINIMAL's [keys.default] precedes the table, so the table is last.
+    let problems = parse_with(&text, &[], &Overrides::default()).expect_err("invalid");
+    let about_env: Vec<&String> = problems
+        .iter()
+        .filter(|p| p.contains("hsm.module_env"))
+        .collect();
+    assert_eq!(about_env.len(), 3, "{problems:?}");
+    assert!(
+        about_env
+            .iter()
+            .any(|p| p.contains("\"A=B\" is not an environment variable name")),
+        "{problems:?}"
+    );
+    assert!(
+        about_env
+            .iter()
+            .any(|p| p.contains("the value contains a NUL character")),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn empty_token_label_or_serial_is_refused() {
+    for var in ["HALLMARK_TOKEN_LABEL", "HALLMARK_TOKEN_SERIAL"] {
+        let problems =
+            parse_with(MINIMAL, &[(var, "")], &Overrides::default()).expect_err("invalid");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains(var) && p.ends_with("must not be empty")),
+            "{var}: {problems:?}"
+        );
+    }
+}
