@@ -282,6 +282,24 @@ fn missing_module_exits_64() {
     );
 }
 
+/// A directory given as the module gets the module's own check, with the
+/// advice pointing at the flag rather than at hsm.module.
+#[test]
+fn module_directory_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let directory = dir.path().to_str().expect("UTF-8");
+    let output = hallmark(&["tokens", "list", "--module", directory], &[]);
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: PKCS#11 module {directory} is a directory, not a PKCS#11 library file; check \
+             --module\n"
+        )
+    );
+}
+
 #[test]
 fn config_without_module_exits_64() {
     let dir = tempfile::tempdir().expect("tempdir");

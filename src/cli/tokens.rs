@@ -86,6 +86,13 @@ pub fn run(command: &TokensCommand, target: &Target) -> ExitCode {
             );
             return ExitCode::from(EXIT_CONFIG);
         }
+        Err(HsmError::ModuleNotFile { path, problem }) if args.module.is_some() => {
+            eprintln!(
+                "error: PKCS#11 module {} {problem}; check --module",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(HsmError::ModuleLoad { path, source }) if args.module.is_some() => {
             eprintln!(
                 "error: {} is not a loadable PKCS#11 library ({source}); check --module",

@@ -18,7 +18,8 @@ pub(super) fn check_readable(path: &Path) -> Result<(), String> {
         _ => format!("cannot read {display}: {error}"),
     })?;
     if !metadata.is_file() {
-        return Err(format!("{display} is not a regular file"));
+        let kind = super::describe_file_type(&metadata.file_type());
+        return Err(format!("{display} is {kind}, not a regular file"));
     }
     std::fs::File::open(path)
         .map(drop)
@@ -133,7 +134,10 @@ mod tests {
         );
         assert_eq!(
             check_readable(dir.path()),
-            Err(format!("{} is not a regular file", dir.path().display()))
+            Err(format!(
+                "{} is a directory, not a regular file",
+                dir.path().display()
+            ))
         );
     }
 

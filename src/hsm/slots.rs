@@ -44,9 +44,14 @@ pub struct TokenEntry {
 pub fn list_slots(module: &Path) -> Result<Vec<SlotEntry>, HsmError> {
     let context = load_module(module)?;
     let listed = read_slots(&context);
-    // The process exits right after listing, so a failed C_Finalize has no
-    // consequence beyond the module's own clean-up.
-    let _ = context.finalize();
+    // The process exits right after listing, so a failed C_Finalize only
+    // skips the module's own clean-up.
+    if let Err(error) = context.finalize() {
+        tracing::warn!(
+            error = %HsmError::pkcs11("C_Finalize", error),
+            "finalizing the module after listing its slots failed"
+        );
+    }
     listed
 }
 
