@@ -143,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn ecdsa_is_checked_in_both_encodings_and_rejects_changes() {
+    fn ecdsa_checks_both_encodings() {
         let (secret, der) = p256_pair();
         let key = VerifyingKey::from_spki_der(&der).expect("parses");
         let check = SelfCheck::new(Algorithm::EcdsaP256Sha256, None, &der);
@@ -183,7 +183,7 @@ mod tests {
             };
             assert!(verify(&digest, &bytes, swapped).is_err());
         }
-        // A digest of the wrong length is refused before verifying.
+        // A digest of the wrong length is rejected before verifying.
         assert!(matches!(
             check.verify(
                 &key,
