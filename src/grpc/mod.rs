@@ -208,7 +208,7 @@ impl Inner {
         if gone() {
             event.outcome = tonic::Code::Cancelled;
         }
-        let result = self.record(event, result).await;
+        let result = self.record(vec![event], result).await;
 
         outcome.code = Some(match &result {
             _ if gone() => tonic::Code::Cancelled,
@@ -218,18 +218,19 @@ impl Inner {
         result
     }
 
-    /// Records a Sign request in the audit log before its response is sent.
-    /// A signature whose record cannot be written is withheld: the caller
-    /// gets UNAVAILABLE instead, so that nothing signed goes unrecorded.
-    async fn record(
+    /// Records the audit events of a request, with one sync, before its
+    /// response is sent. A signature whose record cannot be written is
+    /// withheld: the caller gets UNAVAILABLE instead, so that nothing
+    /// signed goes unrecorded.
+    async fn record<T>(
         &self,
-        event: SignEvent,
-        result: Result<pb::SignResponse, Status>,
-    ) -> Result<pb::SignResponse, Status> {
+        events: Vec<SignEvent>,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
         let Some(audit) = &self.audit else {
             return result;
         };
-        match audit.append(event).await {
+        match audit.append_all(events).await {
             Ok(_) => result,
             Err(error) => {
                 self.metrics.audit_write_failures.inc();
@@ -370,7 +371,7 @@ impl Inner {
         };
         let gone = *client_gone.borrow();
         let events = batch_events(request.get_ref(), &identity, &caller, &result, gone);
-        let result = self.record_all(events, result).await;
+        let result = self.record(events, result).await;
 
         let codes: Vec<tonic::Code> = match &result {
             _ if gone => vec![tonic::Code::Cancelled; request.get_ref().items.len().max(1)],
@@ -532,33 +533,6 @@ impl Inner {
                 "caller {caller:?} is over its rate limit for a batch of {count}; retry with \
                  backoff, or send smaller batches if the batch exceeds the caller's burst"
             ))),
-        }
-    }
-
-    /// Records every item of a batch in the audit log, with one sync,
-    /// before the response is sent. If the records cannot be written, no
-    /// signature is returned.
-    async fn record_all(
-        &self,
-        events: Vec<SignEvent>,
-        result: Result<pb::SignBatchResponse, Status>,
-    ) -> Result<pb::SignBatchResponse, Status> {
-        let Some(audit) = &self.audit else {
-            return result;
-        };
-        match audit.append_all(events).await {
-            Ok(_) => result,
-            Err(error) => {
-                self.metrics.audit_write_failures.inc();
-                debug!(%error, "audit records of a batch not written");
-                match result {
-                    Ok(_) => Err(Status::unavailable(
-                        "the audit log cannot be written, so no signature is returned; \
-                         retry with backoff",
-                    )),
-                    failed => failed,
-                }
-            }
         }
     }
 }
