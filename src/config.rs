@@ -136,7 +136,7 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 /// Upper bound of `server.max_pending`.
 pub const MAX_MAX_PENDING: usize = 1 << 20;
 
-/// Default most digests in one SignBatch call. A batch holds one session
+/// Default maximum digests in one SignBatch call. A batch keeps one session
 /// for all its digests, so a large one delays the requests queued behind
 /// it: 256 RSA-4096 signatures take about a second and a half on SoftHSM.
 pub const DEFAULT_MAX_BATCH: usize = 256;
@@ -463,7 +463,7 @@ pub struct Config {
     /// Whether the service starts, not serving, when the default key has no
     /// active version, instead of exiting.
     pub wait_for_default_key: bool,
-    /// Most digests in one SignBatch call.
+    /// Maximum digests in one SignBatch call.
     pub max_batch: usize,
     /// Policy of every configured key name. Requests may only use these names.
     pub keys: BTreeMap<KeyName, KeyPolicy>,

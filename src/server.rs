@@ -509,7 +509,7 @@ async fn run(
     health
         .set_service_status("", ServingStatus::NotServing)
         .await;
-    // A liveness probe asks for this name. It stays SERVING while the
+    // A liveness probe checks this name. It stays SERVING while the
     // process runs, because a restart cannot bring back a token or a disk
     // that the service is already waiting for.
     health

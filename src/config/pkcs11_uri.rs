@@ -70,7 +70,7 @@ pub struct Pkcs11Uri {
 #[error("{0}")]
 pub struct UriError(String);
 
-/// Why a URI with a `pin-value` attribute is refused.
+/// The message for a URI with a `pin-value` attribute.
 const PIN_VALUE_REFUSED: &str = "pin-value is rejected, because a PIN in a URI shows up in \
      logs, shell histories and process lists; use pin-source=file:PATH, hsm.pin_file or the \
      HALLMARK_PIN environment variable";

@@ -153,8 +153,8 @@ impl SignerApi {
 }
 
 impl Inner {
-    /// The refusal of a request that would take the signatures in progress
-    /// or queued over `server.max_pending`.
+    /// Returns the status for a request that would take the signatures in
+    /// progress or queued over `server.max_pending`.
     fn over_admission_limit(&self) -> Status {
         Status::resource_exhausted(format!(
             "the service has {} signatures in progress or queued, its limit; retry with backoff",
@@ -248,24 +248,7 @@ impl Inner {
 
     /// Checks the caller against the policy, and counts the decision.
     fn authorize(&self, identity: &Identity, key: &KeyName) -> Result<String, Status> {
-        let decision = self.policy.check(identity, key, Instant::now());
-        self.metrics
-            .caller_requests
-            .with_label_values(&[decision.caller(), decision.outcome()])
-            .inc();
-        match decision {
-            Decision::Allowed { caller } => Ok(caller),
-            Decision::Denied { caller } => {
-                warn!(%identity, caller, key_name = %key, "caller denied");
-                Err(Status::permission_denied(format!(
-                    "this caller may not sign with key {:?}",
-                    key.as_str()
-                )))
-            }
-            Decision::RateLimited { caller } => Err(Status::resource_exhausted(format!(
-                "caller {caller:?} is over its rate limit; retry with backoff"
-            ))),
-        }
+        self.authorize_many(identity, key, 1)
     }
 
     /// Authorizes, admits and signs one validated request.
@@ -512,9 +495,6 @@ impl Inner {
         key: &KeyName,
         count: u32,
     ) -> Result<String, Status> {
-        if count == 1 {
-            return self.authorize(identity, key);
-        }
         let decision = self.policy.check_many(identity, key, count, Instant::now());
         self.metrics
             .caller_requests
@@ -529,6 +509,9 @@ impl Inner {
                     key.as_str()
                 )))
             }
+            Decision::RateLimited { caller } if count == 1 => Err(Status::resource_exhausted(
+                format!("caller {caller:?} is over its rate limit; retry with backoff"),
+            )),
             Decision::RateLimited { caller } => Err(Status::resource_exhausted(format!(
                 "caller {caller:?} is over its rate limit for a batch of {count}; retry with \
                  backoff, or send smaller batches if the batch exceeds the caller's burst"

@@ -118,13 +118,13 @@ pub struct SignedBatch {
     pub signed_at: SystemTime,
 }
 
-/// What one pass over a batch on one session produced.
+/// The result of one pass over a batch on one session.
 struct BatchPass {
     /// Raw signatures with their digest's index and the time `C_Sign` took.
     signed: Vec<(usize, Vec<u8>, std::time::Duration)>,
-    /// Why the pass stopped before the end, when the request was given up.
+    /// The reason the pass stopped early, when the request was given up.
     abandoned: Option<HsmError>,
-    /// Why the pass stopped before the end, when the token failed.
+    /// The reason the pass stopped early, when the token failed.
     failed: Option<HsmError>,
 }
 

@@ -74,7 +74,7 @@ class ResourceExhaustedError(HallmarkError):
 
 
 class CancelledError(HallmarkError):
-    """CANCELLED: the call ended before its answer, often at its deadline; retry, with a longer timeout."""
+    """CANCELLED: the call ended before its response, often at its deadline; retry with a longer timeout."""
 
     retryable = True
 
