@@ -1,7 +1,7 @@
 //! The PKCS#11 layer: one module context per process, one login, and a pool
 //! of sessions for signing.
 //!
-//! This layer does not depend on gRPC or of key lifecycle policy. It opens the
+//! This layer does not depend on gRPC or on key lifecycle policy. It opens the
 //! token, runs blocking PKCS#11 calls off the async runtime, and finds,
 //! creates and relabels key objects.
 
@@ -10,6 +10,7 @@ pub mod objects;
 mod pool;
 mod slots;
 mod softhsm;
+mod threads;
 
 use std::collections::BTreeMap;
 use std::path::Path;

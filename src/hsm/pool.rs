@@ -3,12 +3,13 @@
 //!
 //! A `cryptoki::Session` is `Send` but not `Sync`, and a PKCS#11 session runs
 //! one operation at a time. The pool hands each request a session of its own
-//! and runs the blocking call on tokio's blocking threads. The session goes
-//! back to the pool when its guard drops, which happens on the blocking
-//! thread after the call has returned, so a client that cancels its request
-//! can never put back a session whose operation is still running. A session
-//! whose call failed is closed rather than put back, because a failed
-//! operation may leave it in a state that the next caller would inherit.
+//! and runs the blocking call on one of its signing threads, one thread per
+//! session (see [`super::threads`]). The session goes back to the pool when
+//! its guard drops, which happens on the signing thread after the call has
+//! returned, so a client that cancels its request can never put back a
+//! session whose operation is still running. A session whose call failed is
+//! closed rather than put back, because a failed operation may leave it in a
+//! state that the next caller would inherit.
 //!
 //! # Generations
 //!
@@ -33,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
+use super::threads::{Claim, Threads};
 use super::{Access, HsmError, Recovery, Token};
 use crate::config::HsmConfig;
 
@@ -147,6 +149,8 @@ pub struct SessionPool {
     link: Mutex<Link>,
     permits: Arc<Semaphore>,
     size: usize,
+    /// The threads that make the blocking calls, one per session.
+    threads: Arc<Threads>,
     /// Serializes reconnections and re-logins.
     recovering: tokio::sync::Mutex<()>,
     status: watch::Sender<LinkStatus>,
@@ -182,6 +186,7 @@ impl SessionPool {
         size: usize,
     ) -> Result<Arc<Self>, HsmError> {
         let idle = open_sessions(&token, size)?;
+        let threads = Threads::start("hsm-session", size)?;
         let (status, _) = watch::channel(LinkStatus {
             generation: 1,
             fault: None,
@@ -195,6 +200,7 @@ impl SessionPool {
             }),
             permits: Arc::new(Semaphore::new(size)),
             size,
+            threads,
             recovering: tokio::sync::Mutex::new(()),
             status,
             reconnects: AtomicU64::new(0),
@@ -303,8 +309,13 @@ impl SessionPool {
         .await
     }
 
-    /// Lends a session to `work` on a blocking thread. `work` returns its
+    /// Lends a session to `work` on a signing thread. `work` returns its
     /// result and whether the session must be closed instead of put back.
+    ///
+    /// The work waits in the threads' queue, not here: a thread that
+    /// finishes a call takes the next job itself. Work that `abandon` drops
+    /// before a thread starts it never reaches the token; work that has
+    /// started is waited for, so its result is never lost.
     async fn lend<T, F>(
         self: &Arc<Self>,
         generation: Option<u64>,
@@ -321,28 +332,103 @@ impl SessionPool {
             return Err(HsmError::Disconnected { reason: fault });
         }
         abandon.check()?;
-        let permit = tokio::select! {
-            permit = Arc::clone(&self.permits).acquire_owned() => {
-                permit.map_err(|_| HsmError::TaskFailed("session pool closed".into()))?
+        let claim = Arc::new(Claim::default());
+        let (reply, mut result) = oneshot::channel();
+        let job = {
+            let (pool, claim, abandon) = (Arc::clone(self), Arc::clone(&claim), abandon.clone());
+            let runtime = tokio::runtime::Handle::current();
+            move || {
+                let outcome = pool.lend_here(generation, &abandon, &claim, &runtime, work);
+                if let Some(outcome) = outcome {
+                    let _ = reply.send(outcome);
+                }
             }
-            () = abandon.wait() => return Err(abandon.check().err().unwrap_or(
-                HsmError::Abandoned { deadline: true },
-            )),
         };
-        // The wait may have ended just as the request was given up.
-        abandon.check()?;
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let lent = PooledSession::take(pool, permit, generation)?;
+        self.threads.submit(Box::new(job))?;
+        let finished = |outcome: Result<_, oneshot::error::RecvError>| {
+            outcome
+                .unwrap_or_else(|_| Err(HsmError::TaskFailed("the signing thread failed".into())))
+        };
+        tokio::select! {
+            outcome = &mut result => return finished(outcome),
+            () = abandon.wait() => {}
+        }
+        if claim.give_up() {
+            return Err(abandon
+                .check()
+                .err()
+                .unwrap_or(HsmError::Abandoned { deadline: true }));
+        }
+        finished(result.await)
+    }
+
+    /// The signing thread's side of [`SessionPool::lend`]: waits for a
+    /// session permit, claims the job and runs it. Returns `None` if the
+    /// caller gave the job up first, and nobody waits for an answer.
+    fn lend_here<T, F>(
+        self: Arc<Self>,
+        generation: Option<u64>,
+        abandon: &Abandon,
+        claim: &Claim,
+        runtime: &tokio::runtime::Handle,
+        work: F,
+    ) -> Option<Result<(T, u64), HsmError>>
+    where
+        F: FnOnce(&Session) -> (Result<T, HsmError>, bool),
+    {
+        // Every thread holds at most one permit, so there is one free for
+        // this thread unless a reconnection or rotation holds some.
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => {
+                return claim
+                    .start()
+                    .then(|| Err(HsmError::TaskFailed("session pool closed".into())));
+            }
+            Err(TryAcquireError::NoPermits) => {
+                let permits = Arc::clone(&self.permits);
+                let waited = runtime.block_on(async {
+                    tokio::select! {
+                        permit = permits.acquire_owned() => Some(permit),
+                        () = abandon.wait() => None,
+                    }
+                });
+                match waited {
+                    Some(Ok(permit)) => permit,
+                    Some(Err(_)) => {
+                        return claim
+                            .start()
+                            .then(|| Err(HsmError::TaskFailed("session pool closed".into())));
+                    }
+                    // The caller gives the job up as well, unless it has
+                    // been claimed, which only this thread does.
+                    None => {
+                        return claim.start().then(|| {
+                            Err(abandon
+                                .check()
+                                .err()
+                                .unwrap_or(HsmError::Abandoned { deadline: true }))
+                        });
+                    }
+                }
+            }
+        };
+        if !claim.start() {
+            return None;
+        }
+        // The job may have waited in the queue past its deadline.
+        if let Err(abandoned) = abandon.check() {
+            return Some(Err(abandoned));
+        }
+        let outcome = PooledSession::take(self, permit, generation).map(|lent| {
             let (result, discard) = work(lent.session());
             let generation = lent.generation;
             if discard {
                 lent.discard();
             }
             result.map(|value| (value, generation))
-        })
-        .await
-        .map_err(|e| HsmError::TaskFailed(e.to_string()))?
+        });
+        Some(outcome.and_then(|result| result))
     }
 
     /// Runs `work` with the token itself, for rare administrative work such
@@ -661,6 +747,12 @@ impl SessionPool {
 
     fn lock_link(&self) -> Result<std::sync::MutexGuard<'_, Link>, HsmError> {
         self.link.lock().map_err(|_| HsmError::Poisoned)
+    }
+}
+
+impl Drop for SessionPool {
+    fn drop(&mut self) {
+        self.threads.close();
     }
 }
 
