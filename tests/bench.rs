@@ -39,12 +39,14 @@ const THROUGHPUT: [&str; 10] = [
 ];
 
 /// The single-client configurations of a run with `--audit both`, in
-/// report order, after the throughput ones.
-const SINGLE_CLIENT: [&str; 4] = [
+/// report order, after the throughput ones. The last makes health checks
+/// instead of signing.
+const SINGLE_CLIENT: [&str; 5] = [
     "raw-1",
     "unix-1-audit-off",
     "unix-1-audit-on",
     "tcp-1-audit-off",
+    "unix-1-health-check",
 ];
 
 fn bench(token: &TestToken, args: &[&str]) -> Output {
@@ -182,7 +184,7 @@ fn bench_measures_every_configuration() {
         .iter()
         .filter_map(|a| a["configuration"].as_str())
         .collect();
-    assert_eq!(added_names, SINGLE_CLIENT[1..]);
+    assert_eq!(added_names, SINGLE_CLIENT[1..4]);
     let raw_single = &configurations[THROUGHPUT.len()]["latency"];
     for entry in added {
         let (p50, p99) = (number(entry, "p50_us"), number(entry, "p99_us"));
@@ -197,6 +199,13 @@ fn bench_measures_every_configuration() {
             "{entry}"
         );
     }
+
+    let health = &configurations[THROUGHPUT.len() + 4];
+    assert_eq!(health["rpc"], "Health/Check");
+    let floor = &key["call_floor"];
+    assert_eq!(floor["p50_us"], health["latency"]["p50_us"]);
+    assert_eq!(floor["p99_us"], health["latency"]["p99_us"]);
+    assert!(number(floor, "p50_us") > 0.0, "{floor}");
 
     let services = THROUGHPUT.len() - 2 + SINGLE_CLIENT.len() - 1;
     let startup = &key["startup"];
@@ -276,7 +285,13 @@ fn check_configuration(configuration: &Value, sessions: &Value) {
             Some(name.ends_with("-audit-on")),
             "{name}"
         );
-        let rpc = if batch { "SignBatch" } else { "Sign" };
+        let rpc = if batch {
+            "SignBatch"
+        } else if name.ends_with("-health-check") {
+            "Health/Check"
+        } else {
+            "Sign"
+        };
         assert_eq!(configuration["rpc"], rpc, "{name}");
         let memory = &configuration["service_memory"];
         assert!(number(memory, "vm_hwm_kib") > 0.0, "{name}");

@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use super::BenchError;
 use super::measure::{self, Tally, Timed};
@@ -32,6 +35,9 @@ pub enum Calls {
         /// Digests per request.
         size: usize,
     },
+    /// One health check per digest, which signs nothing. A SERVING answer
+    /// counts as the digest's result.
+    HealthCheck,
 }
 
 impl Calls {
@@ -40,13 +46,14 @@ impl Calls {
         match self {
             Self::Sign(_) => "Sign",
             Self::SignBatch { .. } => "SignBatch",
+            Self::HealthCheck => "Health/Check",
         }
     }
 
     /// Returns the number of digests that one request takes.
     fn size(&self) -> usize {
         match self {
-            Self::Sign(_) => 1,
+            Self::Sign(_) | Self::HealthCheck => 1,
             Self::SignBatch { size, .. } => (*size).max(1),
         }
     }
@@ -72,7 +79,10 @@ pub async fn drive(
         .ok_or_else(|| BenchError::Key("no digests to sign".into()))?;
     let mut clients = Vec::with_capacity(channels.len());
     for channel in channels {
-        let mut client = SignerServiceClient::new(channel);
+        let mut client = Client {
+            signer: SignerServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+        };
         let warm_up = |reason| BenchError::WarmUp {
             rpc: calls.rpc(),
             reason,
@@ -121,7 +131,7 @@ pub async fn drive(
 
 /// Sends requests until every digest has been claimed.
 async fn client_loop(
-    mut client: SignerServiceClient<Channel>,
+    mut client: Client,
     calls: Calls,
     digests: Arc<Vec<Vec<u8>>>,
     claimed: Arc<AtomicUsize>,
@@ -148,6 +158,12 @@ async fn client_loop(
     tally
 }
 
+/// One client's stubs, which share its connection.
+struct Client {
+    signer: SignerServiceClient<Channel>,
+    health: HealthClient<Channel>,
+}
+
 /// The signatures and failed items of one response.
 struct Outcome {
     /// How long the request took.
@@ -161,7 +177,7 @@ struct Outcome {
 /// Sends one request for `digests` and classifies the response, or returns
 /// the status of a call that failed as a whole.
 async fn send(
-    client: &mut SignerServiceClient<Channel>,
+    client: &mut Client,
     calls: &Calls,
     digests: &[Vec<u8>],
 ) -> Result<Outcome, tonic::Status> {
@@ -172,7 +188,7 @@ async fn send(
                 digest: digests.first().cloned().unwrap_or_default(),
                 ..template.clone()
             };
-            let response = client.sign(request).await?;
+            let response = client.signer.sign(request).await?;
             vec![Ok(response.into_inner().signature)]
         }
         Calls::SignBatch { template, .. } => {
@@ -187,7 +203,7 @@ async fn send(
                 items,
                 ..template.clone()
             };
-            let response = client.sign_batch(request).await?;
+            let response = client.signer.sign_batch(request).await?;
             response
                 .into_inner()
                 .results
@@ -197,6 +213,20 @@ async fn send(
                     None => Ok(result.signature),
                 })
                 .collect()
+        }
+        Calls::HealthCheck => {
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let status = client.health.check(request).await?.into_inner().status;
+            if status == ServingStatus::Serving as i32 {
+                vec![Ok(vec![1])]
+            } else {
+                vec![Err(pb::ItemError {
+                    code: tonic::Code::Unavailable as i32,
+                    message: format!("health status {status}, not SERVING"),
+                })]
+            }
         }
     };
     Ok(classify(started.elapsed(), digests.len(), results))

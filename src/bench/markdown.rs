@@ -109,13 +109,22 @@ fn key_section(key: &KeyReport) -> String {
         out.push_str("\nlatency that the service adds with one client (service minus raw-1):\n\n");
         out.push_str(&added_latency_table(key));
     }
+    if let Some(floor) = &key.call_floor {
+        let _ = writeln!(
+            out,
+            "\na gRPC call that signs nothing (health checks, one client, Unix socket): \
+             p50 {:.1} µs, p99 {:.1} µs",
+            floor.p50_us, floor.p99_us
+        );
+    }
     out
 }
 
 /// The note under each key's table on what the latency columns measure.
 const LATENCY_NOTE: &str = "Latency is per call: one C_Sign (with the self-check in \
     raw-checked), or one gRPC call as the client measures it. A SignBatch call signs up to \
-    sig/call digests, and sig/s counts signatures.";
+    sig/call digests, and sig/s counts signatures. unix-1-health-check signs nothing: its \
+    sig/s counts health checks.";
 
 const HEADERS: [&str; 14] = [
     "configuration",
@@ -240,7 +249,7 @@ mod tests {
 
     use super::*;
     use crate::bench::report::tests::{service, spec, timed_latencies};
-    use crate::bench::report::{AddedLatency, AuditRatio, SelfCheckCost, Startup};
+    use crate::bench::report::{AddedLatency, AuditRatio, CallFloor, SelfCheckCost, Startup};
 
     #[test]
     fn key_section_has_notes_and_added_latency() {
@@ -257,6 +266,7 @@ mod tests {
             service("tcp-batch-audit-off", timed_latencies(&served, 1), 100),
             Configuration::raw(&spec("raw-1"), &timed_latencies(&raw_latencies, 1)),
             service("unix-1-audit-off", timed_latencies(&served, 1), 120),
+            service("unix-1-health-check", timed_latencies(&served[..10], 1), 90),
         ];
         let key = KeyReport {
             key_name: "ecdsa-p256".into(),
@@ -266,6 +276,7 @@ mod tests {
             audit_ratios: AuditRatio::pair(&configurations),
             self_check: SelfCheckCost::find(&configurations),
             added_latency: AddedLatency::list(&configurations),
+            call_floor: CallFloor::find(&configurations),
             startup: Startup::summarize(&configurations),
             configurations,
         };
@@ -302,7 +313,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "start-up to SERVING: min 80.0 ms, median 100.0 ms over 3 service processes\n"
+                "start-up to SERVING: min 80.0 ms, median 90.0 ms over 4 service processes\n"
             ),
             "{text}"
         );
@@ -314,6 +325,8 @@ latency that the service adds with one client (service minus raw-1):
 | ---------------- |-------:|-------:|-------------:|-------------:|
 | raw-1            |   50.0 |   99.0 |            - |            - |
 | unix-1-audit-off |  150.0 |  199.0 |        100.0 |        100.0 |
+
+a gRPC call that signs nothing (health checks, one client, Unix socket): p50 105.0 µs, p99 110.0 µs
 ";
         assert!(text.ends_with(expected), "{text}");
     }

@@ -475,6 +475,7 @@ impl KeyBench<'_> {
                 },
                 size: self.plan.batch_size,
             },
+            Rpc::HealthCheck => Calls::HealthCheck,
         }
     }
 

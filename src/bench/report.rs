@@ -9,7 +9,7 @@ use super::Audit;
 use super::machine::Machine;
 use super::measure::{Latency, Memory, ServiceRun, Timed};
 use super::raw::AfterSign;
-use super::setup::{Kind, Part, Rpc, ServiceSetup, Spec};
+use super::setup::{HEALTH_CHECK, Kind, Part, Rpc, ServiceSetup, Spec};
 use crate::keys::KeyVersion;
 
 /// Everything one run measured, with what is needed to reproduce it.
@@ -78,6 +78,10 @@ pub struct KeyReport {
     /// The latency that each single-client service configuration adds to
     /// `raw-1`.
     pub added_latency: Vec<AddedLatency>,
+    /// The latency of a gRPC call that signs nothing, from
+    /// `unix-1-health-check`: the part of the added latency that any unary
+    /// call pays.
+    pub call_floor: Option<CallFloor>,
     /// The start-up times of the key's service processes.
     pub startup: Option<Startup>,
 }
@@ -95,6 +99,7 @@ impl KeyReport {
             audit_ratios: AuditRatio::pair(&configurations),
             self_check: SelfCheckCost::find(&configurations),
             added_latency: AddedLatency::list(&configurations),
+            call_floor: CallFloor::find(&configurations),
             startup: Startup::summarize(&configurations),
             configurations,
         }
@@ -178,7 +183,7 @@ impl Configuration {
     /// ratio to raw is set later, by [`KeyReport::new`].
     pub fn service(spec: &Spec, setup: ServiceSetup, batch_size: usize, run: &ServiceRun) -> Self {
         let per_call = match setup.rpc {
-            Rpc::Sign => 1,
+            Rpc::Sign | Rpc::HealthCheck => 1,
             Rpc::SignBatch => batch_size,
         };
         let timed = &run.timed;
@@ -352,7 +357,7 @@ impl AddedLatency {
         };
         configurations
             .iter()
-            .filter(|c| c.part == Part::SingleClient.as_str() && c.transport.is_some())
+            .filter(|c| c.part == Part::SingleClient.as_str() && c.rpc == Some(Rpc::Sign.as_str()))
             .map(|c| Self {
                 configuration: c.name.clone(),
                 p50_us: c.latency.p50_us,
@@ -361,6 +366,25 @@ impl AddedLatency {
                 added_p99_us: difference_us(c.latency.p99_us, raw.latency.p99_us),
             })
             .collect()
+    }
+}
+
+/// The latency of one client's health checks over the Unix socket.
+#[derive(Debug, Serialize)]
+pub struct CallFloor {
+    /// The median latency.
+    pub p50_us: f64,
+    /// The 99th percentile.
+    pub p99_us: f64,
+}
+
+impl CallFloor {
+    /// Reads the health-check configuration, if it ran.
+    pub fn find(configurations: &[Configuration]) -> Option<Self> {
+        find(configurations, HEALTH_CHECK).map(|c| Self {
+            p50_us: c.latency.p50_us,
+            p99_us: c.latency.p99_us,
+        })
     }
 }
 

@@ -11,6 +11,9 @@ pub enum Rpc {
     Sign,
     /// `Plan::batch_size` digests per call.
     SignBatch,
+    /// A `grpc.health.v1.Health/Check` call, which signs nothing: the cost
+    /// of a unary gRPC call on its own.
+    HealthCheck,
 }
 
 impl Rpc {
@@ -19,6 +22,7 @@ impl Rpc {
         match self {
             Self::Sign => "Sign",
             Self::SignBatch => "SignBatch",
+            Self::HealthCheck => "Health/Check",
         }
     }
 }
@@ -93,8 +97,10 @@ const SINGLE_CLIENT: [(Transport, Audit); 3] = [
 /// (`TRANSPORT-batch-audit-AUDIT`) from `plan.clients` clients. Then the
 /// single-client configurations, with `plan.latency_requests` digests:
 /// `raw-1` on one thread, and `unix-1-audit-off`, `unix-1-audit-on` and
-/// `tcp-1-audit-off` with one client. Service configurations run only for
-/// the audit settings in `plan.audit`.
+/// `tcp-1-audit-off` with one client, and last `unix-1-health-check`, one
+/// client's health checks, which sign nothing. Service configurations run
+/// only for the audit settings in `plan.audit`; the health checks run with
+/// the audit log off unless only `on` is planned.
 pub fn configurations(plan: &Plan, sessions: usize) -> Vec<Spec> {
     let sized = |part| match part {
         Part::Throughput => (sessions, plan.clients, plan.requests),
@@ -147,8 +153,25 @@ pub fn configurations(plan: &Plan, sessions: usize) -> Vec<Spec> {
             ));
         }
     }
+    let floor_audit = if plan.audit.contains(&Audit::Off) {
+        Audit::Off
+    } else {
+        Audit::On
+    };
+    let mut floor = service(
+        "-1",
+        (Transport::Unix, floor_audit),
+        Rpc::HealthCheck,
+        Part::SingleClient,
+    );
+    floor.name = HEALTH_CHECK.to_owned();
+    specs.push(floor);
     specs
 }
+
+/// The name of the configuration that makes health checks instead of
+/// signing.
+pub const HEALTH_CHECK: &str = "unix-1-health-check";
 
 /// Returns a plan of 1000 digests per throughput configuration, 300 per
 /// single-client configuration, 4 clients and batches of 64, for tests.
@@ -199,6 +222,7 @@ mod tests {
                 "unix-1-audit-off",
                 "unix-1-audit-on",
                 "tcp-1-audit-off",
+                "unix-1-health-check",
             ]
         );
 
@@ -227,6 +251,15 @@ mod tests {
             })
         );
         assert_eq!((specs[13].workers, specs[13].requests), (1, 300));
+        assert_eq!(
+            specs[14].kind,
+            Kind::Service(ServiceSetup {
+                transport: Transport::Unix,
+                audit: Audit::Off,
+                rpc: Rpc::HealthCheck
+            })
+        );
+        assert_eq!((specs[14].workers, specs[14].requests), (1, 300));
     }
 
     #[test]
@@ -243,7 +276,16 @@ mod tests {
                 "unix-batch-audit-on",
                 "raw-1",
                 "unix-1-audit-on",
+                "unix-1-health-check",
             ]
+        );
+        assert_eq!(
+            on.last().map(|spec| spec.kind),
+            Some(Kind::Service(ServiceSetup {
+                transport: Transport::Unix,
+                audit: Audit::On,
+                rpc: Rpc::HealthCheck
+            }))
         );
         let off = configurations(&plan(vec![Audit::Off]), 2);
         assert_eq!(
@@ -258,6 +300,7 @@ mod tests {
                 "raw-1",
                 "unix-1-audit-off",
                 "tcp-1-audit-off",
+                "unix-1-health-check",
             ]
         );
     }
