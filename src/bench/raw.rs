@@ -3,7 +3,7 @@
 //! and with or without the service's self-check after each signature.
 //!
 //! A run opens a number of sessions and runs one OS thread per session,
-//! the way the pool keeps each session on one blocking thread at a time.
+//! as the service's pool runs one signing thread per session.
 //! The mechanism and the token input are the ones the service builds, from
 //! [`crate::keys::algorithm`], and the self-check is the service's own
 //! function, [`keys::check_signature`].

@@ -617,7 +617,7 @@ impl Signer {
         let input = algorithm::token_input(algorithm, &digest)?;
         // Fails here, before the token is involved, if the parameters are
         // invalid. The mechanism itself holds raw pointers and is not
-        // `Send`, so the blocking thread builds its own copy.
+        // `Send`, so the signing thread builds its own copy.
         algorithm::mechanism(algorithm, salt_len)?;
         let private = key.private;
 
