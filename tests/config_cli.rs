@@ -337,6 +337,99 @@ fn print_hides_pin_from_environment() {
     assert!(!text.contains("pin_file = "), "{text}");
 }
 
+/// The printed configuration is valid TOML with the effective values,
+/// also for text that needs escapes and keys that need quotes, and it
+/// loads back to the same values.
+#[test]
+fn print_reads_back() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let label = "lab\"el\\x\ny";
+    let module_env_key = "VENDOR.CONF PATH";
+    let module_env_value = "/etc/vendor \"a\".conf\tb";
+    let label_toml = r#""lab\"el\\x\ny""#;
+    replace_line(
+        &token,
+        "token_label = ",
+        &format!("token_label = {label_toml}"),
+    );
+    let softhsm_conf = config_value(&token, "SOFTHSM2_CONF");
+    replace_line(
+        &token,
+        "SOFTHSM2_CONF = ",
+        &format!(
+            "SOFTHSM2_CONF = \"{softhsm_conf}\"\n\"{module_env_key}\" = {}",
+            r#""/etc/vendor \"a\".conf\tb""#
+        ),
+    );
+
+    let output = hallmark(
+        &[
+            "config",
+            "print",
+            "--config",
+            path_text(&config),
+            "--sessions",
+            "3",
+        ],
+        &[("HALLMARK_DRAIN_TIMEOUT", "90s")],
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let read: toml::Table = printed
+        .parse()
+        .unwrap_or_else(|error| panic!("not TOML: {error}\n{printed}"));
+    assert_eq!(
+        read["hsm"]["token_label"].as_str(),
+        Some(label),
+        "{printed}"
+    );
+    assert_eq!(
+        read["hsm"]["module_env"][module_env_key].as_str(),
+        Some(module_env_value),
+        "{printed}"
+    );
+    assert_eq!(read["hsm"]["sessions"].as_integer(), Some(3));
+    assert_eq!(read["server"]["drain_timeout"].as_str(), Some("90s"));
+    let values = printed_values(&printed);
+    for (assignment, source) in [
+        (
+            r#""VENDOR.CONF PATH" = "/etc/vendor \"a\".conf\tb""#,
+            "file",
+        ),
+        ("SOFTHSM2_CONF = ", "file"),
+        (r#"token_label = "lab\"el\\x\ny""#, "file"),
+    ] {
+        assert!(
+            values
+                .iter()
+                .any(|(a, s)| a.starts_with(assignment) && s == source),
+            "{assignment:?} from {source} not in\n{printed}"
+        );
+    }
+
+    let reprinted_path = token.dir.path().join("printed.toml");
+    std::fs::write(&reprinted_path, &printed).expect("written");
+    let checked = hallmark(
+        &["config", "check", "--config", path_text(&reprinted_path)],
+        &[],
+    );
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let reprinted = hallmark(
+        &["config", "print", "--config", path_text(&reprinted_path)],
+        &[],
+    );
+    assert_eq!(reprinted.status.code(), Some(0), "{}", stderr(&reprinted));
+    let assignments = |text: &str| -> Vec<String> {
+        printed_values(text)
+            .into_iter()
+            .map(|(assignment, _)| assignment)
+            .collect()
+    };
+    assert_eq!(assignments(&stdout(&reprinted)), assignments(&printed));
+}
+
 #[test]
 fn print_of_invalid_config_exits_64() {
     let token = TestToken::without_key();
