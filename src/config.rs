@@ -9,6 +9,7 @@
 //! `docs/operations.md` document each key.
 
 mod builder;
+mod document;
 mod files;
 mod pkcs11;
 pub mod pkcs11_uri;
@@ -35,7 +36,6 @@ pub use render::{format_duration, render};
 pub use sources::{Source, Sources};
 
 use builder::Builder;
-use raw::RawConfig;
 
 /// Environment variable that names the configuration file.
 pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
@@ -584,26 +584,45 @@ fn source_suffix(path: &Option<PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// The value of an environment variable is not valid UTF-8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotUnicode;
+
 /// Source of environment values, so that tests need not touch the process
 /// environment.
 pub trait Environment {
-    /// Returns the value of a variable, if set.
-    fn var(&self, name: &str) -> Option<String>;
+    /// Returns the value of a variable, or `None` when it is unset.
+    ///
+    /// # Errors
+    ///
+    /// [`NotUnicode`] when the value is not valid UTF-8.
+    fn var(&self, name: &str) -> Result<Option<String>, NotUnicode>;
 }
 
 /// The process environment.
 pub struct ProcessEnv;
 
 impl Environment for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
+    fn var(&self, name: &str) -> Result<Option<String>, NotUnicode> {
+        match std::env::var(name) {
+            Ok(value) => Ok(Some(value)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(NotUnicode),
+        }
     }
 }
 
 impl Environment for BTreeMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
+    fn var(&self, name: &str) -> Result<Option<String>, NotUnicode> {
+        Ok(self.get(name).cloned())
     }
+}
+
+/// Describes the problem with the variable `name` whose value is not
+/// valid UTF-8, for a message that already names the variable. The value
+/// is not shown, because it may be a PIN.
+pub fn not_unicode_problem(name: &str) -> String {
+    format!("the value is not valid UTF-8; set it to UTF-8 text or unset {name}")
 }
 
 /// Loads the configuration file at `path`, applies environment and flag
@@ -650,21 +669,98 @@ pub fn load_module(
         problems,
     };
     let text = read(path)?;
-    let raw: RawConfig = toml::from_str(&text).map_err(|e| error(vec![e.to_string()]))?;
+    let document = document::read(&text).map_err(error)?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
+    let missing = format!(
+        "hsm.module is missing: set it to the PKCS#11 library path (or set {ENV_MODULE}, or \
+         module-path in hsm.uri), or give --module"
+    );
+    module_of(document, base_dir, env, overrides, missing).map_err(error)
+}
+
+/// Reads the PKCS#11 module path from `HALLMARK_PKCS11_MODULE` or from the
+/// `module-path` of `HALLMARK_PKCS11_URI`, for `hallmark tokens list`
+/// without a configuration file. A relative path is resolved against the
+/// working directory.
+///
+/// # Errors
+///
+/// [`ConfigError`] when a variable is invalid or neither names a module.
+pub fn load_module_without_file(
+    env: &dyn Environment,
+    overrides: &Overrides,
+) -> Result<PathBuf, ConfigError> {
+    let error = |problems| ConfigError {
+        path: None,
+        problems,
+    };
+    let document = document::read("").map_err(error)?;
+    let missing = format!(
+        "no PKCS#11 module: no configuration file was found, and neither {ENV_MODULE} nor the \
+         module-path of {ENV_PKCS11_URI} is set; give --module PATH or --config FILE, or set \
+         {ENV_MODULE}"
+    );
+    module_of(document, Path::new("."), env, overrides, missing)
+        .map(|(module, _)| module)
+        .map_err(error)
+}
+
+/// Returns the module and `hsm.module_env` of `document`, or the problems
+/// with them, with `missing` when no layer names a module. Problems
+/// outside `[hsm]` are ignored.
+fn module_of(
+    document: document::Document,
+    base_dir: &Path,
+    env: &dyn Environment,
+    overrides: &Overrides,
+    missing: String,
+) -> Result<(PathBuf, BTreeMap<String, String>), Vec<String>> {
     let mut builder = Builder::new(base_dir, env, overrides, Depth::Values);
+    let in_hsm = |key: &str| key == "hsm" || key.starts_with("hsm.");
+    builder.reject(
+        document
+            .rejected
+            .into_iter()
+            .filter(|rejected| in_hsm(&rejected.key))
+            .collect(),
+    );
+    let raw = document.raw;
     let module_env = raw.hsm.module_env.clone();
     let module = builder.module_only(raw.hsm).module;
     if module.is_none() && builder.problems.is_empty() {
-        builder.problem(format!(
-            "hsm.module is missing: set it to the PKCS#11 library path (or set {ENV_MODULE}, \
-             or module-path in hsm.uri), or give --module"
-        ));
+        builder.problem(missing);
     }
     match module {
         Some(module) if builder.problems.is_empty() => Ok((module, module_env)),
-        _ => Err(error(builder.problems)),
+        _ => Err(builder.problems),
     }
+}
+
+/// Reads the log settings from the flags in `overrides` and from the
+/// environment alone, for the commands that read no configuration file.
+/// Returns the settings, with the default in place of each invalid value,
+/// and the problems with the flags and variables.
+pub fn log_without_file(env: &dyn Environment, overrides: &Overrides) -> (LogConfig, Vec<String>) {
+    let mut builder = Builder::new(Path::new("."), env, overrides, Depth::Values);
+    let log = builder.log(raw::RawLog::default());
+    (log, builder.problems)
+}
+
+/// Returns the log format that the flags, the environment or else the
+/// file at `path` choose, as far as they can be read, so that a problem
+/// that stops loading is printed in that format. Returns
+/// [`LogFormat::Text`] when the chosen value cannot be read.
+pub fn log_format_hint(path: &Path, env: &dyn Environment, overrides: &Overrides) -> LogFormat {
+    let layered = match &overrides.log_format {
+        Some(flag) => Some(flag.clone()),
+        None => env.var(ENV_LOG_FORMAT).unwrap_or_default(),
+    };
+    let text = layered.or_else(|| {
+        let document: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+        Some(document.get("log")?.get("format")?.as_str()?.to_owned())
+    });
+    text.and_then(|text| LogFormat::parse(&text).ok())
+        .unwrap_or(LogFormat::Text)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -693,21 +789,35 @@ pub fn parse_to_depth(
     overrides: &Overrides,
     depth: Depth,
 ) -> Result<Config, Vec<String>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|error| vec![error.to_string()])?;
-    Builder::new(base_dir, env, overrides, depth).build(raw)
+    let document = document::read(text)?;
+    let mut builder = Builder::new(base_dir, env, overrides, depth);
+    builder.reject(document.rejected);
+    builder.build(document.raw)
 }
 
 /// Parses a human duration: a whole number followed by `ms`, `s`, `m`, `h`
 /// or `d`, for example `90d` or `500ms`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
+    if text.trim() != text {
+        return Err(format!(
+            "{text:?} starts or ends with whitespace; remove it"
+        ));
+    }
+    let too_long = || {
+        format!(
+            "{text:?} is longer than the maximum of {}",
+            format_duration(MAX_DURATION)
+        )
+    };
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} has no unit; write for example 90d, 12h, 30s or 500ms"))?;
     let (number, unit) = text.split_at(split);
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    if number.is_empty() {
+        return Err(format!("{text:?} does not start with a whole number"));
+    }
+    // Only digits remain, so the parse fails only on overflow.
+    let value: u64 = number.parse().map_err(|_| too_long())?;
     let seconds_per_unit = match unit {
         "ms" => return Ok(Duration::from_millis(value)),
         "s" => 1,
@@ -723,7 +833,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     value
         .checked_mul(seconds_per_unit)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
+        .ok_or_else(too_long)
 }
 
 #[cfg(test)]

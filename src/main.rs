@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hallmark::cli::{self, Cli, Command, EXIT_CONFIG, EXIT_IO};
+use hallmark::config::ConfigError;
 use hallmark::hsm;
 use hallmark::server;
 use hallmark::signals::StopSignals;
@@ -16,7 +17,8 @@ fn main() -> ExitCode {
 
     // These commands read no whole configuration, so their log settings
     // come from the flags and the environment alone. `config` writes its
-    // findings to stdout and stderr, and logs nothing itself.
+    // findings to stdout and stderr, and logs nothing itself. It reports
+    // invalid log settings with the other problems it finds.
     let without_config = matches!(
         cli.command,
         Command::Sign(_)
@@ -26,12 +28,14 @@ fn main() -> ExitCode {
             | Command::Tokens(_)
     );
     if without_config {
-        match cli::logging::settings_without_file(&cli) {
-            Ok(settings) => cli::logging::init(&settings),
-            Err(error) => {
-                eprintln!("error: {error}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
+        let (settings, problems) = cli::logging::settings_without_file(&cli);
+        cli::logging::init(&settings);
+        if !problems.is_empty() && !matches!(cli.command, Command::Config(_)) {
+            cli::logging::error(&ConfigError {
+                path: None,
+                problems,
+            });
+            return ExitCode::from(EXIT_CONFIG);
         }
     }
     match &cli.command {
@@ -46,7 +50,8 @@ fn main() -> ExitCode {
     let config = match cli::load_config(&cli) {
         Some(Ok(config)) => config,
         Some(Err(error)) => {
-            eprintln!("error: {error}");
+            cli::logging::set_error_format(cli::logging::format_hint(&cli));
+            cli::logging::error(&error);
             return ExitCode::from(EXIT_CONFIG);
         }
         None => return ExitCode::from(EXIT_CONFIG),
@@ -92,7 +97,7 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            cli::logging::error(&format_args!("cannot start the async runtime: {error}"));
             return ExitCode::from(EXIT_IO);
         }
     };
@@ -102,8 +107,13 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
         let stop = match StopSignals::install() {
             Ok(signals) => signals.watch(),
             Err(error) => {
-                error!(%error, "cannot listen for SIGTERM and SIGINT");
-                eprintln!("error: cannot listen for SIGTERM and SIGINT: {error}");
+                // With JSON logs, the error line is the log line.
+                if !cli::logging::is_json() {
+                    error!(%error, "cannot listen for SIGTERM and SIGINT");
+                }
+                cli::logging::error(&format_args!(
+                    "cannot listen for SIGTERM and SIGINT: {error}"
+                ));
                 return ExitCode::from(EXIT_IO);
             }
         };
@@ -116,8 +126,10 @@ fn serve(config: hallmark::config::Config) -> ExitCode {
         match server::serve(Arc::new(config), stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
-                error!(%error, "hallmark stopped");
-                eprintln!("error: {error}");
+                if !cli::logging::is_json() {
+                    error!(%error, "hallmark stopped");
+                }
+                cli::logging::error(&error);
                 ExitCode::from(cli::serve_exit_code(&error))
             }
         }

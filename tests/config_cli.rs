@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -19,17 +21,23 @@ const TOKEN_OPENED: &str = "token opened and logged in";
 /// Runs `hallmark` with `args`, without the log and configuration
 /// variables of the test's own environment, plus `env`.
 fn hallmark(args: &[&str], env: &[(&str, &str)]) -> Output {
+    hallmark_with(
+        args,
+        env.iter().map(|(name, value)| (*name, OsStr::new(value))),
+    )
+}
+
+/// [`hallmark`] with variables whose values need not be UTF-8.
+fn hallmark_with<'a>(args: &[&str], env: impl IntoIterator<Item = (&'a str, &'a OsStr)>) -> Output {
     let mut command = Command::new(HALLMARK);
     command.args(args);
-    for (name, _) in std::env::vars() {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
         if name == "RUST_LOG" || name.starts_with("HALLMARK_") {
-            command.env_remove(name);
+            command.env_remove(name.as_ref());
         }
     }
-    command
-        .envs(env.iter().copied())
-        .output()
-        .expect("hallmark runs")
+    command.envs(env).output().expect("hallmark runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -163,6 +171,172 @@ fn check_reports_every_problem() {
             problems.join("\n  - ")
         )
     );
+}
+
+/// Unknown keys, values of the wrong type and invalid log settings from
+/// the environment are reported together with the other problems.
+#[test]
+fn check_reports_structure_and_log_problems() {
+    let token = TestToken::without_key();
+    token.append_config(
+        "[rotation]\nenabld = true\ncheck_interval = 60\n[[callers]]\nname = \"model\"\n\
+         uid = \"1000\"\nkeys = [\"default\"]\n",
+    );
+    let config = token.config();
+
+    let output = hallmark(
+        &[
+            "config",
+            "check",
+            "--config",
+            path_text(&config),
+            "--sessions",
+            "0",
+        ],
+        &[
+            ("HALLMARK_LOG_LEVEL", "bogus"),
+            ("HALLMARK_LOG_FORMAT", "xml"),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(stdout(&output), "");
+    let problems = [
+        "callers[0].uid: invalid type: string \"1000\", expected a whole number from 0 to \
+         4294967295",
+        "rotation.check_interval: invalid type: integer `60`, expected a string",
+        "rotation.enabld: unknown key; expected `enabled` or `check_interval`",
+        "hsm.sessions (--sessions): 0 is outside 1..=256",
+        "log.level (HALLMARK_LOG_LEVEL): \"bogus\" is not a log level; use off, error, warn, \
+         info, debug or trace, or directives such as \"info,hallmark=debug\"",
+        "log.format (HALLMARK_LOG_FORMAT): \"xml\" is not text or json",
+    ];
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - {}\n",
+            config.display(),
+            problems.join("\n  - ")
+        )
+    );
+}
+
+/// A file that is not TOML cannot be checked further, and the problems
+/// state that.
+#[test]
+fn check_of_syntax_error_says_nothing_else_ran() {
+    let token = TestToken::without_key();
+    token.append_config("[server\n");
+    let config = token.config();
+
+    let output = hallmark(
+        &["config", "check", "--config", path_text(&config)],
+        &[("HALLMARK_LOG_LEVEL", "bogus")],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with(&format!(
+            "error: invalid configuration in {}:\n  - TOML parse error at line ",
+            config.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "\n  - no other setting was checked, because the file is not valid TOML; fix the \
+             syntax and check again\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("bogus"), "{text}");
+}
+
+/// A `HALLMARK_*` value that is not UTF-8 is rejected with the name of
+/// its variable. The PIN's value is never shown, and the PIN file is not
+/// read in its place.
+#[test]
+fn check_rejects_non_unicode_variables() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let pin = b"pin-\xff\xfe-7391";
+
+    let output = hallmark_with(
+        &["config", "check", "--config", path_text(&config)],
+        [
+            ("HALLMARK_PIN", OsStr::from_bytes(pin)),
+            ("HALLMARK_DRAIN_TIMEOUT", OsStr::from_bytes(b"10\xe9s")),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - server.drain_timeout \
+             (HALLMARK_DRAIN_TIMEOUT): the value is not valid UTF-8; set it to UTF-8 text or \
+             unset HALLMARK_DRAIN_TIMEOUT\n  - HALLMARK_PIN: the value is not valid UTF-8; set \
+             it to UTF-8 text or unset HALLMARK_PIN\n",
+            config.display()
+        )
+    );
+    let raw = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
+    assert!(!raw.windows(4).any(|w| w == b"7391"), "the PIN leaked");
+
+    let served = hallmark_with(
+        &["serve", "--config", path_text(&config)],
+        [("HALLMARK_PIN", OsStr::from_bytes(pin))],
+    );
+    assert_eq!(served.status.code(), Some(EXIT_CONFIG));
+    assert!(
+        stderr(&served).contains("  - HALLMARK_PIN: the value is not valid UTF-8"),
+        "{}",
+        stderr(&served)
+    );
+}
+
+/// Empty variables, an audit directory on /proc and a label longer than
+/// the PKCS#11 field stop `serve` before it opens the token.
+#[test]
+fn serve_rejects_unusable_values() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let label = "hallmark-".repeat(4);
+
+    let output = hallmark(
+        &["serve", "--config", path_text(&config)],
+        &[
+            ("HALLMARK_AUDIT_DIR", "/proc/self/audit"),
+            ("HALLMARK_TOKEN_LABEL", &label),
+            ("HALLMARK_PKCS11_MODULE", ""),
+        ],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    let problems = [
+        "hsm.module (HALLMARK_PKCS11_MODULE): the value is empty; set a value or unset \
+         HALLMARK_PKCS11_MODULE"
+            .to_owned(),
+        format!(
+            "hsm.token_label (HALLMARK_TOKEN_LABEL): {label:?} is 36 bytes long, but a token \
+             label has at most 32 bytes, so no token can match; `hallmark tokens list` shows \
+             the tokens"
+        ),
+        "audit.directory (HALLMARK_AUDIT_DIR): /proc/self/audit is on /proc, a kernel file \
+         system that cannot keep the audit files; choose a directory on persistent storage, \
+         such as /var/lib/hallmark/audit"
+            .to_owned(),
+    ];
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - {}\n",
+            config.display(),
+            problems.join("\n  - ")
+        )
+    );
+    assert!(!stderr(&output).contains(TOKEN_OPENED));
 }
 
 /// `serve` itself reports only the problems that loading finds, and the
@@ -337,6 +511,99 @@ fn print_hides_pin_from_environment() {
     assert!(!text.contains("pin_file = "), "{text}");
 }
 
+/// The printed configuration is valid TOML with the effective values,
+/// also for text that needs escapes and keys that need quotes, and it
+/// loads back to the same values.
+#[test]
+fn print_reads_back() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let label = "lab\"el\\x\ny";
+    let module_env_key = "VENDOR.CONF PATH";
+    let module_env_value = "/etc/vendor \"a\".conf\tb";
+    let label_toml = r#""lab\"el\\x\ny""#;
+    replace_line(
+        &token,
+        "token_label = ",
+        &format!("token_label = {label_toml}"),
+    );
+    let softhsm_conf = config_value(&token, "SOFTHSM2_CONF");
+    replace_line(
+        &token,
+        "SOFTHSM2_CONF = ",
+        &format!(
+            "SOFTHSM2_CONF = \"{softhsm_conf}\"\n\"{module_env_key}\" = {}",
+            r#""/etc/vendor \"a\".conf\tb""#
+        ),
+    );
+
+    let output = hallmark(
+        &[
+            "config",
+            "print",
+            "--config",
+            path_text(&config),
+            "--sessions",
+            "3",
+        ],
+        &[("HALLMARK_DRAIN_TIMEOUT", "90s")],
+    );
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let printed = stdout(&output);
+    let read: toml::Table = printed
+        .parse()
+        .unwrap_or_else(|error| panic!("not TOML: {error}\n{printed}"));
+    assert_eq!(
+        read["hsm"]["token_label"].as_str(),
+        Some(label),
+        "{printed}"
+    );
+    assert_eq!(
+        read["hsm"]["module_env"][module_env_key].as_str(),
+        Some(module_env_value),
+        "{printed}"
+    );
+    assert_eq!(read["hsm"]["sessions"].as_integer(), Some(3));
+    assert_eq!(read["server"]["drain_timeout"].as_str(), Some("90s"));
+    let values = printed_values(&printed);
+    for (assignment, source) in [
+        (
+            r#""VENDOR.CONF PATH" = "/etc/vendor \"a\".conf\tb""#,
+            "file",
+        ),
+        ("SOFTHSM2_CONF = ", "file"),
+        (r#"token_label = "lab\"el\\x\ny""#, "file"),
+    ] {
+        assert!(
+            values
+                .iter()
+                .any(|(a, s)| a.starts_with(assignment) && s == source),
+            "{assignment:?} from {source} not in\n{printed}"
+        );
+    }
+
+    let reprinted_path = token.dir.path().join("printed.toml");
+    std::fs::write(&reprinted_path, &printed).expect("written");
+    let checked = hallmark(
+        &["config", "check", "--config", path_text(&reprinted_path)],
+        &[],
+    );
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    let reprinted = hallmark(
+        &["config", "print", "--config", path_text(&reprinted_path)],
+        &[],
+    );
+    assert_eq!(reprinted.status.code(), Some(0), "{}", stderr(&reprinted));
+    let assignments = |text: &str| -> Vec<String> {
+        printed_values(text)
+            .into_iter()
+            .map(|(assignment, _)| assignment)
+            .collect()
+    };
+    assert_eq!(assignments(&stdout(&reprinted)), assignments(&printed));
+}
+
 #[test]
 fn print_of_invalid_config_exits_64() {
     let token = TestToken::without_key();
@@ -465,24 +732,184 @@ fn json_logs_from_flag_or_config() {
     assert!(line.contains(&format!("token.label={label}")), "{line}");
 }
 
+/// A command without a configuration file reports every invalid log
+/// setting at once.
 #[test]
-fn invalid_log_level_exits_64() {
+fn invalid_log_settings_exit_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("audit-000001.jsonl");
+    std::fs::write(&file, "").expect("written");
     let output = hallmark(
         &[
             "--log-level",
             "verbose",
-            "config",
-            "check",
+            "audit",
+            "verify",
+            path_text(&file),
+        ],
+        &[("HALLMARK_LOG_FORMAT", "xml")],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        "error: invalid configuration:\n  - log.level (--log-level): \"verbose\" is not a log \
+         level; use off, error, warn, info, debug or trace, or directives such as \
+         \"info,hallmark=debug\"\n  - log.format (HALLMARK_LOG_FORMAT): \"xml\" is not text or \
+         json\n"
+    );
+}
+
+#[test]
+fn non_unicode_log_level_exits_64() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("audit-000001.jsonl");
+    std::fs::write(&file, "").expect("written");
+    let output = hallmark_with(
+        &["audit", "verify", path_text(&file)],
+        [("HALLMARK_LOG_LEVEL", OsStr::from_bytes(b"de\xffbug"))],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        "error: invalid configuration:\n  - log.level (HALLMARK_LOG_LEVEL): the value is not \
+         valid UTF-8; set it to UTF-8 text or unset HALLMARK_LOG_LEVEL\n"
+    );
+}
+
+/// An empty `RUST_LOG` counts as unset, so the configured level applies.
+#[test]
+fn empty_rust_log_is_unset() {
+    let token = TestToken::without_key();
+    let default = keys_list_log(&token, &[], &[("RUST_LOG", "")]);
+    assert!(default.contains(TOKEN_OPENED), "{default}");
+
+    token.append_config("[log]\nlevel = \"warn\"\n");
+    let quiet = keys_list_log(&token, &[], &[("RUST_LOG", " ")]);
+    assert!(!quiet.contains(TOKEN_OPENED), "{quiet}");
+}
+
+/// Returns the only line of `text` as a JSON error record, after checking
+/// its level.
+fn json_error(text: &str) -> serde_json::Value {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line:\n{text}");
+    let record: serde_json::Value = serde_json::from_str(lines[0]).expect("a JSON line");
+    assert_eq!(record["level"], "ERROR", "{record}");
+    assert!(record["timestamp"].is_string(), "{record}");
+    record
+}
+
+/// With JSON logs, an error that stops a command is one JSON log line,
+/// from the flag, the variable or the file, and the exit code stays.
+#[test]
+fn fatal_errors_follow_json_format() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let config_text = path_text(&config);
+    let expected = format!(
+        "invalid configuration in {}:\n  - server.reflection (HALLMARK_REFLECTION): \"maybe\" \
+         is not true or false",
+        config.display()
+    );
+
+    let from_flag = hallmark(
+        &["--log-format", "json", "serve", "--config", config_text],
+        &[("HALLMARK_REFLECTION", "maybe")],
+    );
+    assert_eq!(from_flag.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        json_error(&stderr(&from_flag))["fields"]["message"],
+        expected
+    );
+
+    let from_env = hallmark(
+        &["keys", "list", "--config", config_text],
+        &[
+            ("HALLMARK_REFLECTION", "maybe"),
+            ("HALLMARK_LOG_FORMAT", "json"),
+            ("HALLMARK_LOG_LEVEL", "off"),
+        ],
+    );
+    assert_eq!(from_env.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        json_error(&stderr(&from_env))["fields"]["message"],
+        expected
+    );
+
+    token.append_config("[log]\nformat = \"json\"\n");
+    let from_file = hallmark(
+        &["serve", "--config", config_text],
+        &[("HALLMARK_REFLECTION", "maybe")],
+    );
+    assert_eq!(from_file.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        json_error(&stderr(&from_file))["fields"]["message"],
+        expected
+    );
+
+    // Text from the flag wins over the file.
+    let text = hallmark(
+        &["--log-format", "text", "serve", "--config", config_text],
+        &[("HALLMARK_REFLECTION", "maybe")],
+    );
+    assert_eq!(stderr(&text), format!("error: {expected}\n"));
+}
+
+/// A token error of `serve`, after logging has started, is one JSON line
+/// too, whatever the log level.
+#[test]
+fn serve_token_error_is_one_json_line() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let missing = token.dir.path().join("missing.so");
+
+    let output = hallmark(
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "off",
+            "serve",
             "--config",
-            "/nonexistent/hallmark.toml",
+            path_text(&config),
+            "--module",
+            path_text(&missing),
+        ],
+        &[],
+    );
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    let record = json_error(&stderr(&output));
+    let message = record["fields"]["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with(&format!(
+            "PKCS#11 module {} does not exist",
+            missing.display()
+        )),
+        "{record}"
+    );
+}
+
+#[test]
+fn log_settings_error_is_json_when_format_is() {
+    let output = hallmark(
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "verbose",
+            "tokens",
+            "list",
         ],
         &[],
     );
     assert_eq!(output.status.code(), Some(EXIT_CONFIG));
     assert_eq!(
-        stderr(&output),
-        "error: --log-level: \"verbose\" is not a log level; use off, error, warn, info, debug \
-         or trace, or directives such as \"info,hallmark=debug\"\n"
+        json_error(&stderr(&output))["fields"]["message"],
+        "invalid configuration:\n  - log.level (--log-level): \"verbose\" is not a log level; \
+         use off, error, warn, info, debug or trace, or directives such as \
+         \"info,hallmark=debug\""
     );
 }
 

@@ -581,20 +581,23 @@ fn ambiguous_label_lists_serials() {
 }
 
 /// SoftHSM always shows one free slot whose token is not initialized and
-/// has a blank label and serial number, so `token_serial = ""` selects a
-/// token that is present but not initialized.
+/// has a blank label and serial number. `token_serial = ""` would select
+/// it, so the configuration rejects the empty value before the token is
+/// opened. `tests/token_uninitialized.rs` checks how such a token is
+/// reported.
 #[test]
-fn uninitialized_token_exits_69() {
+fn empty_serial_exits_64() {
     let token = TestToken::without_key();
     replace_config_line(&token, "token_label = ", "token_serial = \"\"");
 
     let exited = serve_until_exit(&token, &[], RunAs::Tester);
 
-    assert_eq!(exited.code, EXIT_UNAVAILABLE, "{}", exited.stderr);
+    assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
     let message = exited.message();
-    assert!(message.contains("(serial \"\")"), "{message}");
-    assert!(message.contains("is not initialized"), "{message}");
-    assert!(message.contains("initialize it"), "{message}");
+    assert!(
+        message.contains("  - hsm.token_serial: the value is empty; set a value or remove the key"),
+        "{message}"
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -731,8 +734,8 @@ fn pin_file_fifo_exits_64() {
     assert_eq!(exited.code, EXIT_CONFIG, "{}", exited.stderr);
     let message = exited.message();
     let expected = format!(
-        "HALLMARK_PIN_FILE: {fifo_text} is a FIFO (named pipe), not a regular file; point it at \
-         a file that contains the user PIN"
+        "hsm.pin_file (HALLMARK_PIN_FILE): {fifo_text} is a FIFO (named pipe), not a regular \
+         file; point it at a file that contains the user PIN"
     );
     assert!(message.contains(&expected), "{message}");
 }

@@ -320,6 +320,100 @@ fn config_without_module_exits_64() {
     );
 }
 
+/// Without a configuration file, `HALLMARK_PKCS11_MODULE` names the
+/// module, and the module's own environment comes from the shell.
+#[test]
+fn module_from_environment_without_config() {
+    let token = TestToken::without_key();
+    let ours = softhsm_slots(&token)
+        .into_iter()
+        .find(|s| s.initialized)
+        .expect("one initialized");
+    let module = module_of(&token);
+    let softhsm_conf = token.dir.path().join("softhsm2.conf");
+    let empty = tempfile::tempdir().expect("tempdir");
+
+    let output = Command::new(HALLMARK)
+        .args(["tokens", "list", "--json"])
+        .current_dir(empty.path())
+        .env_remove("RUST_LOG")
+        .env_remove("HALLMARK_CONFIG")
+        .env_remove("HALLMARK_PKCS11_URI")
+        .env("HALLMARK_PKCS11_MODULE", &module)
+        .env("SOFTHSM2_CONF", &softhsm_conf)
+        .output()
+        .expect("hallmark runs");
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&output).lines().next().expect("a line")).expect("JSON");
+    assert_eq!(first["label"], ours.label.as_str());
+    assert_eq!(first["serial"], ours.serial.as_str());
+}
+
+/// The module-path of `HALLMARK_PKCS11_URI` names the module too, and
+/// without either variable the message names the variables to set.
+#[test]
+fn no_config_and_no_module_exits_64() {
+    let token = TestToken::without_key();
+    let module = module_of(&token);
+    let softhsm_conf = token.dir.path().join("softhsm2.conf");
+    let empty = tempfile::tempdir().expect("tempdir");
+    let run = |env: &[(&str, &str)]| {
+        Command::new(HALLMARK)
+            .args(["tokens", "list"])
+            .current_dir(empty.path())
+            .env_remove("RUST_LOG")
+            .env_remove("HALLMARK_CONFIG")
+            .env_remove("HALLMARK_PKCS11_MODULE")
+            .env_remove("HALLMARK_PKCS11_URI")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .envs(env.iter().copied())
+            .output()
+            .expect("hallmark runs")
+    };
+
+    let uri = format!("pkcs11:?module-path={module}");
+    let from_uri = run(&[("HALLMARK_PKCS11_URI", &uri)]);
+    assert_eq!(from_uri.status.code(), Some(0), "{}", stderr(&from_uri));
+    assert_eq!(
+        stdout(&from_uri).lines().count(),
+        3,
+        "{}",
+        stdout(&from_uri)
+    );
+
+    let neither = run(&[]);
+    assert_eq!(neither.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&neither),
+        "error: invalid configuration:\n  - no PKCS#11 module: no configuration file was \
+         found, and neither HALLMARK_PKCS11_MODULE nor the module-path of HALLMARK_PKCS11_URI \
+         is set; give --module PATH or --config FILE, or set HALLMARK_PKCS11_MODULE\n"
+    );
+
+    // A file named by --config must exist, even with the variable set.
+    let missing = empty.path().join("hallmark.toml");
+    let output = hallmark(
+        &[
+            "tokens",
+            "list",
+            "--config",
+            missing.to_str().expect("UTF-8"),
+        ],
+        &[("HALLMARK_PKCS11_MODULE", &module)],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {}:\n  - cannot read the file: No such file or \
+             directory (os error 2)\n",
+            missing.display()
+        )
+    );
+}
+
 #[test]
 fn module_and_config_conflict() {
     let output = hallmark(

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{Cli, EXIT_CONFIG, SettingsArgs};
-use crate::config::{self, Depth, ENV_RUST_LOG, ProcessEnv};
+use crate::config::{self, Depth, ProcessEnv};
 
 /// Configuration commands.
 #[derive(Debug, Subcommand)]
@@ -51,7 +51,7 @@ fn print(args: &SettingsArgs, cli: &Cli) -> ExitCode {
     let overrides = args.overrides(cli);
     match config::load(path, &ProcessEnv, &overrides) {
         Ok(loaded) => {
-            let rust_log = std::env::var(ENV_RUST_LOG).ok();
+            let rust_log = super::logging::rust_log_directives();
             print!("{}", config::render(&loaded, path, rust_log.as_deref()));
             ExitCode::SUCCESS
         }

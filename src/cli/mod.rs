@@ -341,13 +341,15 @@ fn configured<'a>(
     name: &str,
 ) -> Result<(KeyName, &'a crate::config::KeyPolicy), ExitCode> {
     let name = KeyName::parse(name).map_err(|error| {
-        eprintln!("error: {error}");
+        logging::error(&error);
         ExitCode::from(EXIT_CONFIG)
     })?;
     match config.policy(&name) {
         Some(policy) => Ok((name, policy)),
         None => {
-            eprintln!("error: key \"{name}\" is not configured; add a [keys.{name}] table first");
+            logging::error(&format_args!(
+                "key \"{name}\" is not configured; add a [keys.{name}] table first"
+            ));
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
@@ -367,7 +369,9 @@ fn report_transitions(result: Result<Vec<keys::Transition>, HsmError>, idle: &st
             ExitCode::SUCCESS
         }
         Err(error @ HsmError::NotFound { .. }) => {
-            eprintln!("error: {error}; `hallmark keys list` shows the key IDs");
+            logging::error(&format_args!(
+                "{error}; `hallmark keys list` shows the key IDs"
+            ));
             ExitCode::from(EXIT_NOT_FOUND)
         }
         Err(error) => report_hsm(&error),
@@ -383,10 +387,10 @@ fn create(token: &Token, config: &Config, name: Option<&str>, bits: Option<&str>
     let bits = bits.and_then(|b| b.parse().ok()).unwrap_or(policy.bits);
     let is_pss = policy.algorithm == keys::algorithm::Algorithm::RsaPssSha256;
     if is_pss && policy.salt.len_for(bits).is_none() {
-        eprintln!(
-            "error: keys.{name}.salt = {} does not fit an RSA-{bits} key; choose a larger key or a shorter salt",
+        logging::error(&format_args!(
+            "keys.{name}.salt = {} does not fit an RSA-{bits} key; choose a larger key or a shorter salt",
             policy.salt
-        );
+        ));
         return ExitCode::from(EXIT_CONFIG);
     }
     report_transitions(
@@ -459,7 +463,7 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
 
 /// Prints an HSM error and returns the matching exit code.
 pub fn report_hsm(error: &HsmError) -> ExitCode {
-    eprintln!("error: {error}");
+    logging::error(error);
     ExitCode::from(hsm_exit_code(error))
 }
 

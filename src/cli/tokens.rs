@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_CONFIG, report_hsm};
+use super::{EXIT_CONFIG, logging, report_hsm};
 use crate::config::{self, ENV_CONFIG, Overrides, Pkcs11Uri, ProcessEnv};
 use crate::hsm::{HsmError, SlotEntry, list_slots};
 
@@ -21,12 +21,17 @@ pub enum TokensCommand {
     List(ListArgs),
 }
 
+/// The configuration file read when neither `--config` nor
+/// `HALLMARK_CONFIG` names one.
+const DEFAULT_CONFIG: &str = "hallmark.toml";
+
 /// Options of `hallmark tokens list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// PKCS#11 library to load. Without it, the module of the configuration
     /// file is used (hsm.module or the module-path of hsm.uri, with their
-    /// environment variables), after setting hsm.module_env.
+    /// environment variables), after setting hsm.module_env; without a
+    /// file, that of HALLMARK_PKCS11_MODULE or HALLMARK_PKCS11_URI.
     #[arg(long, value_name = "PATH", conflicts_with = "config")]
     pub module: Option<PathBuf>,
     /// Configuration file [default: $HALLMARK_CONFIG, else hallmark.toml].
@@ -57,15 +62,25 @@ pub fn target(command: &TokensCommand) -> Result<Target, ExitCode> {
             module_env: BTreeMap::new(),
         });
     }
-    let path = args
+    let chosen = args
         .config
         .clone()
-        .or_else(|| std::env::var_os(ENV_CONFIG).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("hallmark.toml"));
-    match config::load_module(&path, &ProcessEnv, &Overrides::default()) {
+        .or_else(|| std::env::var_os(ENV_CONFIG).map(PathBuf::from));
+    let path = chosen
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    // Without a file, the module may come from the environment. A file
+    // that was named must exist.
+    let loaded = if chosen.is_none() && matches!(path.try_exists(), Ok(false)) {
+        config::load_module_without_file(&ProcessEnv, &Overrides::default())
+            .map(|module| (module, BTreeMap::new()))
+    } else {
+        config::load_module(&path, &ProcessEnv, &Overrides::default())
+    };
+    match loaded {
         Ok((module, module_env)) => Ok(Target { module, module_env }),
         Err(error) => {
-            eprintln!("error: {error}");
+            logging::error(&error);
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
@@ -80,24 +95,24 @@ pub fn run(command: &TokensCommand, target: &Target) -> ExitCode {
         // The advice of these errors names hsm.module, which --module
         // replaces here.
         Err(HsmError::ModuleMissing { path }) if args.module.is_some() => {
-            eprintln!(
-                "error: PKCS#11 module {} does not exist; check --module",
+            logging::error(&format_args!(
+                "PKCS#11 module {} does not exist; check --module",
                 path.display()
-            );
+            ));
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(HsmError::ModuleNotFile { path, problem }) if args.module.is_some() => {
-            eprintln!(
-                "error: PKCS#11 module {} {problem}; check --module",
+            logging::error(&format_args!(
+                "PKCS#11 module {} {problem}; check --module",
                 path.display()
-            );
+            ));
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(HsmError::ModuleLoad { path, source }) if args.module.is_some() => {
-            eprintln!(
-                "error: {} is not a loadable PKCS#11 library ({source}); check --module",
+            logging::error(&format_args!(
+                "{} is not a loadable PKCS#11 library ({source}); check --module",
                 path.display()
-            );
+            ));
             return ExitCode::from(EXIT_CONFIG);
         }
         Err(error) => return report_hsm(&error),

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::document::Rejected;
 use super::raw::{self, RawConfig, RawLog, RawServer, RawTls};
 use super::sources::{Source, Sources};
 use super::{
@@ -12,7 +13,7 @@ use super::{
     DEFAULT_MAX_PENDING, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_METRICS_LISTEN,
     DEFAULT_REFRESH_INTERVAL, DEFAULT_ROTATION_CHECK_INTERVAL, DEFAULT_SOCKET_MODE, Environment,
     ListenAddr, LogConfig, LogFormat, MAX_DURATION, MAX_MAX_BATCH, MAX_MAX_PENDING,
-    MIN_REFRESH_INTERVAL, Overrides, TlsFiles, files, parse_duration,
+    MIN_REFRESH_INTERVAL, NotUnicode, Overrides, TlsFiles, files, format_duration, parse_duration,
 };
 
 /// How much of the outside world loading looks at.
@@ -34,6 +35,8 @@ pub(super) struct Builder<'a> {
     pub(super) depth: Depth,
     pub(super) problems: Vec<String>,
     pub(super) sources: Sources,
+    /// Keys whose file values the structs rejected, already reported.
+    rejected: Vec<String>,
 }
 
 impl<'a> Builder<'a> {
@@ -50,7 +53,27 @@ impl<'a> Builder<'a> {
             depth,
             problems: Vec::new(),
             sources: Sources::default(),
+            rejected: Vec::new(),
         }
+    }
+
+    /// Records the problems of the values that the file's structure
+    /// rejected, and the keys they were at.
+    pub(super) fn reject(&mut self, rejected: Vec<Rejected>) {
+        for Rejected { key, problem } in rejected {
+            self.problems.push(problem);
+            self.rejected.push(key);
+        }
+    }
+
+    /// Returns whether the file's value of `key`, or of a table that
+    /// contains it, was rejected. A value that is then missing was already
+    /// reported, so it is not reported as missing too.
+    pub(super) fn rejected(&self, key: &str) -> bool {
+        self.rejected.iter().any(|rejected| {
+            key.strip_prefix(rejected.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
     }
 
     pub(super) fn problem(&mut self, text: impl Into<String>) {
@@ -58,15 +81,18 @@ impl<'a> Builder<'a> {
     }
 
     /// Records a problem with the value of `key`, naming the variable or
-    /// flag that set it.
+    /// flag that set it. A value that is then missing is not reported as
+    /// missing too.
     pub(super) fn invalid(&mut self, key: &str, error: impl std::fmt::Display) {
         let label = self.sources.label(key);
         self.problem(format!("{label}: {error}"));
+        self.rejected.push(key.to_owned());
     }
 
     /// Returns the value of `key` from its highest layer (flag, then
     /// environment variable, then file), and records its source. `parse`
-    /// reads the text of a flag or variable; a problem names the layer.
+    /// reads the text of a flag or variable, after [`check_text`]; a
+    /// problem names the layer.
     pub(super) fn pick<T>(
         &mut self,
         key: &'static str,
@@ -78,14 +104,17 @@ impl<'a> Builder<'a> {
         let flag = setting
             .and_then(|s| s.flag)
             .and_then(|flag| Some((Source::Flag(flag), self.overrides.get(key)?.to_owned())));
-        let layered = flag.or_else(|| {
-            let name = setting?.env?;
-            Some((Source::Env(name), self.env.var(name)?))
-        });
+        let layered = match flag {
+            Some(flag) => Some(flag),
+            None => self.env_value(key, setting.and_then(|s| s.env)).ok()?,
+        };
         match layered {
             Some((source, text)) => {
                 self.sources.set(key, source);
-                parse(&text).map_err(|error| self.invalid(key, error)).ok()
+                check_text(&text, source)
+                    .and_then(|()| parse(&text))
+                    .map_err(|error| self.invalid(key, error))
+                    .ok()
             }
             None => {
                 if file.is_some() {
@@ -96,17 +125,33 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// [`Builder::pick`] for a value that every layer writes as text.
+    /// Reads the variable `name` that overrides `key`. A value that is not
+    /// UTF-8 is a problem, and then the file's value is not used either.
+    fn env_value(
+        &mut self,
+        key: &'static str,
+        name: Option<&'static str>,
+    ) -> Result<Option<(Source, String)>, NotUnicode> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        match self.env.var(name) {
+            Ok(value) => Ok(value.map(|value| (Source::Env(name), value))),
+            Err(NotUnicode) => {
+                self.sources.set(key, Source::Env(name));
+                self.invalid(key, super::not_unicode_problem(name));
+                Err(NotUnicode)
+            }
+        }
+    }
+
+    /// [`Builder::pick`] for a value that every layer writes as text. The
+    /// file's text gets the same [`check_text`] as that of the other layers.
     pub(super) fn pick_text(&mut self, key: &'static str, file: Option<String>) -> Option<String> {
         // An empty label or serial would select an uninitialized slot, or
         // nothing, far from the setting that caused it.
-        self.pick(key, file, |text| {
-            if text.is_empty() {
-                Err("must not be empty".to_owned())
-            } else {
-                Ok(text.to_owned())
-            }
-        })
+        let text = self.pick(key, file, |text| Ok(text.to_owned()))?;
+        self.checked_file_text(key, &text).then_some(text)
     }
 
     /// [`Builder::pick`] for a path. Relative paths from the file or the
@@ -117,8 +162,27 @@ impl<'a> Builder<'a> {
         key: &'static str,
         file: Option<PathBuf>,
     ) -> Option<PathBuf> {
-        self.pick(key, file, |text| Ok(PathBuf::from(text)))
-            .map(|path| self.base_dir.join(path))
+        let path = self.pick(key, file, |text| Ok(PathBuf::from(text)))?;
+        // A path from the file is UTF-8, because TOML text is.
+        let text = path.to_str().unwrap_or_default();
+        self.checked_file_text(key, text)
+            .then(|| self.base_dir.join(path))
+    }
+
+    /// Checks the text of `key` when the file set it. [`Builder::pick`]
+    /// has checked that of the other layers.
+    fn checked_file_text(&mut self, key: &str, text: &str) -> bool {
+        let source = self.sources.get(key);
+        if source != Source::File {
+            return true;
+        }
+        match check_text(text, source) {
+            Ok(()) => true,
+            Err(error) => {
+                self.invalid(key, error);
+                false
+            }
+        }
     }
 
     /// Returns a value that only the file sets, and records its source.
@@ -344,6 +408,9 @@ impl<'a> Builder<'a> {
         let mut file = |name: &str, path: Option<PathBuf>| {
             let key = format!("server.tls.{name}");
             let Some(path) = self.file_value(&key, path) else {
+                if self.rejected(&key) {
+                    return None;
+                }
                 self.problem(format!(
                     "{key} is missing; mutual TLS needs cert_file, key_file and client_ca_file"
                 ));
@@ -393,7 +460,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn log(&mut self, raw: RawLog) -> LogConfig {
+    pub(super) fn log(&mut self, raw: RawLog) -> LogConfig {
         let level = self
             .pick_text("log.level", raw.level)
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
@@ -420,7 +487,10 @@ impl<'a> Builder<'a> {
         if parsed > MAX_DURATION {
             self.invalid(
                 key,
-                format!("{text:?} is longer than the maximum of 36500d"),
+                format!(
+                    "{text:?} is longer than the maximum of {}",
+                    format_duration(MAX_DURATION)
+                ),
             );
             return None;
         }
@@ -438,12 +508,38 @@ impl<'a> Builder<'a> {
         if parsed < min {
             self.invalid(
                 key,
-                format!("{text:?} is shorter than the minimum of {min:?}"),
+                format!(
+                    "{text:?} is shorter than the minimum of {}",
+                    format_duration(min)
+                ),
             );
             return None;
         }
         Some(parsed)
     }
+}
+
+/// Rejects an empty value, and one that starts or ends with whitespace.
+/// Such a value is rarely meant and fails far from its cause, as a label
+/// that matches no token or a path that does not exist. `source` chooses
+/// the advice.
+fn check_text(text: &str, source: Source) -> Result<(), String> {
+    if text.is_empty() {
+        let fix = match source {
+            Source::Env(name) => format!("set a value or unset {name}"),
+            Source::Flag(flag) => format!("give {flag} a value or leave it out"),
+            Source::File | Source::Default | Source::Uri => {
+                "set a value or remove the key".to_owned()
+            }
+        };
+        return Err(format!("the value is empty; {fix}"));
+    }
+    if text.trim() != text {
+        return Err(format!(
+            "{text:?} starts or ends with whitespace; remove it"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a boolean from an environment variable or flag.
@@ -457,6 +553,11 @@ fn parse_bool(text: &str) -> Result<bool, String> {
 
 /// Reads a whole number from an environment variable or flag.
 pub(super) fn parse_count(text: &str) -> Result<usize, String> {
-    text.parse()
-        .map_err(|_| format!("{text:?} is not a whole number"))
+    text.parse().map_err(|error: std::num::ParseIntError| {
+        if *error.kind() == std::num::IntErrorKind::PosOverflow {
+            format!("{text:?} is too large")
+        } else {
+            format!("{text:?} is not a whole number")
+        }
+    })
 }

@@ -3,7 +3,7 @@
 //! the service's user to see what the service will see.
 
 use std::os::unix::fs::FileTypeExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{Access, access};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -58,6 +58,39 @@ pub(super) fn check_writable_directory(directory: &Path) -> Result<(), String> {
             )
         }
     })
+}
+
+/// Kernel file systems, whose directories hold no ordinary files.
+const KERNEL_FILE_SYSTEMS: &[&str] = &["/proc", "/sys"];
+
+/// Returns the kernel file system that `directory` is on, judged from the
+/// path with `.` and `..` resolved, and with `resolve_links` also from the
+/// real path of its closest existing ancestor. A relative path is taken
+/// relative to the working directory.
+pub(super) fn kernel_file_system(directory: &Path, resolve_links: bool) -> Option<&'static str> {
+    let absolute = std::path::absolute(directory).ok()?;
+    let mut normal = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::ParentDir => {
+                normal.pop();
+            }
+            Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    let mut candidates = vec![normal.clone()];
+    if resolve_links
+        && let Some(existing) = normal.ancestors().find(|a| a.exists())
+        && let Ok(real) = std::fs::canonicalize(existing)
+        && let Ok(rest) = normal.strip_prefix(existing)
+    {
+        candidates.push(real.join(rest));
+    }
+    KERNEL_FILE_SYSTEMS
+        .iter()
+        .copied()
+        .find(|root| candidates.iter().any(|path| path.starts_with(root)))
 }
 
 /// Checks that a Unix socket can be created at `path`: its directory
@@ -165,6 +198,29 @@ mod tests {
                 file.display()
             ))
         );
+    }
+
+    #[test]
+    fn kernel_file_systems_are_found() {
+        for (path, found) in [
+            ("/proc/self", Some("/proc")),
+            ("/sys/kernel/audit", Some("/sys")),
+            ("/var/../proc/x", Some("/proc")),
+            ("/proc", Some("/proc")),
+            ("/processes/audit", None),
+            ("/var/lib/hallmark/audit", None),
+            ("/system/audit", None),
+        ] {
+            assert_eq!(kernel_file_system(Path::new(path), false), found, "{path}");
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("state");
+        std::os::unix::fs::symlink("/proc/self", &link).expect("symlink");
+        let below = link.join("audit");
+        assert_eq!(kernel_file_system(&below, false), None);
+        assert_eq!(kernel_file_system(&below, true), Some("/proc"));
+        assert_eq!(kernel_file_system(dir.path(), true), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::pkcs11_uri::Pkcs11Uri;
 use super::raw::RawHsm;
 use super::sources::Source;
 use super::{
-    ENV_MODULE, ENV_PIN, ENV_PIN_FILE, HsmConfig, MAX_SESSIONS, PinSource, TokenSelector,
-    describe_file_type,
+    ENV_MODULE, ENV_PIN, ENV_PIN_FILE, HsmConfig, MAX_SESSIONS, NotUnicode, PinSource,
+    TokenSelector, describe_file_type, not_unicode_problem,
 };
 use crate::secret::Pin;
 
@@ -20,6 +20,15 @@ const URI_OVERLAPS: &[(&str, &str, &str)] = &[
     ("hsm.token_label", "token", "the token label"),
     ("hsm.token_serial", "serial", "the token serial"),
     ("hsm.pin_file", "pin-source", "the PIN file"),
+];
+
+/// Sizes in bytes of the CK_TOKEN_INFO fields that a selector matches, as
+/// the PKCS#11 headers declare them. A longer value can match no token.
+const TOKEN_FIELD_BYTES: &[(&str, &str, usize)] = &[
+    ("hsm.token_label", "a token label", 32),
+    ("hsm.token_serial", "a token serial number", 16),
+    ("the manufacturer in hsm.uri", "a token manufacturer ID", 32),
+    ("the model in hsm.uri", "a token model", 16),
 ];
 
 /// The values of `[hsm]` after layering, before they are combined with
@@ -60,13 +69,15 @@ impl Builder<'_> {
         };
         // Without a readable URI the missing values may be in it, so only
         // the URI is reported.
-        let uri_invalid = uri_text.is_some() && uri.is_none();
+        let uri_invalid = (uri_text.is_some() && uri.is_none()) || self.rejected("hsm.uri");
         let uri = uri.unwrap_or_default();
         self.check_overlaps(&uri, &separate);
 
-        let module = self.combine("hsm.module", uri.module_path.clone(), separate.module);
-        let module = module.map(|path| self.base_dir.join(path));
-        if module.is_none() && !uri_invalid {
+        // `pick_path` has resolved the separate key's path already.
+        let base_dir = self.base_dir;
+        let uri_module = uri.module_path.as_ref().map(|path| base_dir.join(path));
+        let module = self.combine("hsm.module", uri_module, separate.module);
+        if module.is_none() && !uri_invalid && !self.rejected("hsm.module") {
             self.problem(format!(
                 "hsm.module is missing: set it to the PKCS#11 library path, for example \
                  /usr/lib/softhsm/libsofthsm2.so (or set {ENV_MODULE}, or module-path in \
@@ -89,7 +100,10 @@ impl Builder<'_> {
             manufacturer: uri.manufacturer.clone(),
             model: uri.model.clone(),
         };
-        if token.label.is_none() && token.serial.is_none() && !uri_invalid {
+        self.check_token_field_sizes(&token);
+        let selector_rejected =
+            self.rejected("hsm.token_label") || self.rejected("hsm.token_serial");
+        if token.label.is_none() && token.serial.is_none() && !uri_invalid && !selector_rejected {
             self.problem(
                 "hsm: set token_label or token_serial to choose the token (or token= or \
                  serial= in hsm.uri)",
@@ -140,6 +154,31 @@ impl Builder<'_> {
             module_env,
             uri: uri_text,
         })
+    }
+
+    /// Rejects selector values longer than their CK_TOKEN_INFO field.
+    fn check_token_field_sizes(&mut self, token: &TokenSelector) {
+        let values = [
+            &token.label,
+            &token.serial,
+            &token.manufacturer,
+            &token.model,
+        ];
+        for (&(key, field, max), value) in TOKEN_FIELD_BYTES.iter().zip(values) {
+            let Some(value) = value else { continue };
+            if value.len() > max {
+                let label = if key.starts_with("hsm.") {
+                    self.sources.label(key)
+                } else {
+                    key.to_owned()
+                };
+                self.problem(format!(
+                    "{label}: {value:?} is {} bytes long, but {field} has at most {max} \
+                     bytes, so no token can match; `hallmark tokens list` shows the tokens",
+                    value.len()
+                ));
+            }
+        }
     }
 
     /// Reads only the module path, for listing the tokens of a module whose
@@ -207,12 +246,28 @@ impl Builder<'_> {
 
     /// Reads the PIN: `HALLMARK_PIN` if set, else the PIN file.
     fn pin(&mut self, file: Option<PathBuf>, uri_invalid: bool) -> Option<(Pin, PinSource)> {
-        if let Some(value) = self.env.var(ENV_PIN) {
-            let pin = self.checked_pin(Pin::new(value), ENV_PIN)?;
-            return Some((pin, PinSource::Environment));
+        match self.env.var(ENV_PIN) {
+            Ok(Some(value)) => {
+                let pin = Pin::new(value);
+                if pin.is_empty() {
+                    self.problem(format!(
+                        "{ENV_PIN}: the PIN is empty; set the user PIN, or unset {ENV_PIN} to \
+                         read the PIN from a file"
+                    ));
+                    return None;
+                }
+                return Some((pin, PinSource::Environment));
+            }
+            Ok(None) => {}
+            // The PIN file does not replace a PIN that cannot be read,
+            // because the operator chose this one.
+            Err(NotUnicode) => {
+                self.problem(format!("{ENV_PIN}: {}", not_unicode_problem(ENV_PIN)));
+                return None;
+            }
         }
         let Some(path) = file else {
-            if !uri_invalid {
+            if !uri_invalid && !self.rejected("hsm.pin_file") {
                 self.problem(format!(
                     "hsm.pin_file is missing: point it at a file that contains the user PIN \
                      (or set {ENV_PIN_FILE} or {ENV_PIN}, or pin-source in hsm.uri)"
@@ -220,14 +275,13 @@ impl Builder<'_> {
             }
             return None;
         };
-        let path = self.base_dir.join(path);
         let source = match self.sources.get("hsm.pin_file") {
             Source::Env(_) => PinSource::EnvironmentFile(path.clone()),
             Source::Flag(_) => PinSource::FlagFile(path.clone()),
             Source::Uri => PinSource::UriFile(path.clone()),
             Source::File | Source::Default => PinSource::ConfigFile(path.clone()),
         };
-        let setting = source.setting();
+        let setting = self.sources.label("hsm.pin_file");
         // Reading a FIFO would wait for a writer, and a device may never
         // end, so only a regular file is read.
         if let Ok(metadata) = std::fs::metadata(&path)
@@ -242,10 +296,14 @@ impl Builder<'_> {
             return None;
         }
         match Pin::from_file(&path) {
-            Ok(pin) => {
-                let pin = self.checked_pin(pin, &path.display().to_string())?;
-                Some((pin, source))
+            Ok(pin) if pin.is_empty() => {
+                self.problem(format!(
+                    "{setting}: the PIN in {} is empty; write the user PIN to it",
+                    path.display()
+                ));
+                None
             }
+            Ok(pin) => Some((pin, source)),
             Err(error) => {
                 self.problem(format!(
                     "{setting}: cannot read {}: {error}",
@@ -254,14 +312,6 @@ impl Builder<'_> {
                 None
             }
         }
-    }
-
-    fn checked_pin(&mut self, pin: Pin, source: &str) -> Option<Pin> {
-        if pin.is_empty() {
-            self.problem(format!("the user PIN from {source} is empty"));
-            return None;
-        }
-        Some(pin)
     }
 }
 

@@ -22,6 +22,7 @@ impl Builder<'_> {
         let name = self.file_value("audit.checkpoint_key", name)?;
         match KeyName::parse(&name) {
             Ok(key) if keys.contains_key(&key) => Some(key),
+            Ok(_) if self.rejected(&format!("keys.{name}")) => None,
             _ => {
                 self.problem(format!(
                     "audit.checkpoint_key: {name:?} is not a configured key name; add a \
@@ -43,7 +44,17 @@ impl Builder<'_> {
         let directory = self
             .pick_path("audit.directory", raw.directory)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_DIR));
-        if self.depth == Depth::Files
+        let resolve_links = self.depth == Depth::Files;
+        if let Some(root) = super::files::kernel_file_system(&directory, resolve_links) {
+            self.invalid(
+                "audit.directory",
+                format!(
+                    "{} is on {root}, a kernel file system that cannot keep the audit files; \
+                     choose a directory on persistent storage, such as {DEFAULT_AUDIT_DIR}",
+                    directory.display()
+                ),
+            );
+        } else if self.depth == Depth::Files
             && let Err(error) = super::files::check_writable_directory(&directory)
         {
             self.invalid("audit.directory", error);
@@ -111,9 +122,11 @@ impl Builder<'_> {
                 return None;
             }
             None => {
-                self.problem(format!(
-                    "{at}.name is missing; name each caller for metrics"
-                ));
+                if !self.rejected(&format!("{at}.name")) {
+                    self.problem(format!(
+                        "{at}.name is missing; name each caller for metrics"
+                    ));
+                }
                 return None;
             }
         };
@@ -129,6 +142,12 @@ impl Builder<'_> {
                 return None;
             }
             (None, None, Some(cn)) if !cn.is_empty() => Selector::CommonName(cn),
+            _ if ["uid", "spiffe_id", "cn"]
+                .iter()
+                .any(|field| self.rejected(&format!("{at}.{field}"))) =>
+            {
+                return None;
+            }
             _ => {
                 self.problem(format!(
                     "{at}: give exactly one identity: uid (a Unix socket peer), spiffe_id or \
@@ -138,6 +157,7 @@ impl Builder<'_> {
             }
         };
         let scope = match raw.keys.as_deref() {
+            None if self.rejected(&format!("{at}.keys")) => return None,
             None | Some([]) => {
                 self.problem(format!(
                     "{at}.keys is missing; list the key names the caller may use, or [\"*\"]"
@@ -279,6 +299,9 @@ impl Builder<'_> {
             .map_err(|error| self.invalid("signing.default_key", error))
             .ok()?;
         if !keys.contains_key(&name) {
+            if self.rejected(&format!("keys.{text}")) {
+                return None;
+            }
             self.invalid(
                 "signing.default_key",
                 format!(

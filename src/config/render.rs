@@ -16,7 +16,8 @@ use crate::keys::{KeyName, SaltSetting};
 /// One line of a table.
 enum Line {
     /// `field = value`, followed by its source. A value that `hsm.uri`
-    /// set is commented out.
+    /// set is commented out. `field` is the name as [`Config::sources`]
+    /// records it, quoted when written if TOML needs it.
     Value {
         field: String,
         value: String,
@@ -71,9 +72,9 @@ impl<'a> Table<'a> {
                     source,
                 } => {
                     let mark = if *source == Source::Uri { "# " } else { "" };
-                    (format!("{mark}{field} = {value}"), Some(*source))
+                    (format!("{mark}{} = {value}", key(field)), Some(*source))
                 }
-                Line::Note(text) => (format!("# {text}"), None),
+                Line::Note(text) => (format!("# {}", comment(text)), None),
             })
             .collect();
         let width = assignments
@@ -99,7 +100,7 @@ pub fn render(config: &Config, file: &Path, rust_log: Option<&str>) -> String {
         "# Effective configuration from {}.\n\
          # The comment after each value names its source: default, file,\n\
          # env VARIABLE, flag --FLAG, or hsm.uri. The PIN is never shown.\n",
-        file.display()
+        comment(&file.display().to_string())
     );
 
     let mut tables = vec![server(config)];
@@ -108,7 +109,7 @@ pub fn render(config: &Config, file: &Path, rust_log: Option<&str>) -> String {
     if !config.hsm.module_env.is_empty() {
         let mut table = Table::new(config, "[hsm.module_env]", "hsm.module_env");
         for (name, value) in &config.hsm.module_env {
-            table.value(&key(name), string(value));
+            table.value(name, string(value));
         }
         tables.push(table);
     }
@@ -318,8 +319,38 @@ fn duration(value: Duration) -> String {
     string(&format_duration(value))
 }
 
+/// Writes `text` as a TOML basic string on one line, so that a value
+/// that `hsm.uri` set stays within its comment line.
 fn string(text: &str) -> String {
-    toml::Value::String(text.to_owned()).to_string()
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str(r#"\""#),
+            '\\' => quoted.push_str(r"\\"),
+            '\n' => quoted.push_str(r"\n"),
+            '\r' => quoted.push_str(r"\r"),
+            '\t' => quoted.push_str(r"\t"),
+            c if c.is_control() => quoted.push_str(&format!(r"\u{:04X}", u32::from(c))),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Escapes the control characters of comment text, which a line break
+/// would otherwise end.
+fn comment(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn path(value: &Path) -> String {
@@ -360,5 +391,24 @@ mod tests {
     fn keys_are_quoted_when_needed() {
         assert_eq!(key("SOFTHSM2_CONF"), "SOFTHSM2_CONF");
         assert_eq!(key("fraud.v2"), "\"fraud.v2\"");
+        assert_eq!(key("A B\n"), r#""A B\n""#);
+    }
+
+    #[test]
+    fn strings_stay_on_one_line() {
+        let cases = [
+            ("plain", r#""plain""#),
+            ("say \"hi\"", r#""say \"hi\"""#),
+            ("C:\\dir", r#""C:\\dir""#),
+            ("a\nb\r\tc", r#""a\nb\r\tc""#),
+            ("bell\u{7}del\u{7f}", r#""bell\u0007del\u007F""#),
+            ("ünïcode", r#""ünïcode""#),
+        ];
+        for (text, written) in cases {
+            assert_eq!(string(text), written, "{text:?}");
+            let read: toml::Table = format!("v = {written}").parse().expect("valid TOML");
+            assert_eq!(read["v"].as_str(), Some(text));
+        }
+        assert_eq!(comment("a\nb"), r"a\nb");
     }
 }
