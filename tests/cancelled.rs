@@ -139,3 +139,84 @@ async fn expired_requests_leave_the_session_queue() {
         );
     }
 }
+
+/// Reads the kinds of the audit records, in order.
+fn record_kinds(token: &TestToken) -> Vec<String> {
+    let path = token.dir.path().join("audit").join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|record| record["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Waits until the pool's one session is lent out in two scrapes 200 ms
+/// apart, so that a short token read between two scrapes does not count.
+async fn wait_session_in_use(server: &common::TestServer) {
+    let series = r#"hallmark_sessions{state="in_use"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut in_a_row = 0;
+    while in_a_row < 2 {
+        assert!(Instant::now() < deadline, "the session was never in use");
+        let in_use = common::sample(&server.metrics().await, series);
+        in_a_row = if in_use == Some(1.0) { in_a_row + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_waits_leave_the_session_queue() {
+    let token = TestToken::new(2048, "digest");
+    let config = std::fs::read_to_string(token.config()).expect("config readable");
+    std::fs::write(
+        token.config(),
+        config.replace("[audit]\n", "[audit]\ncheckpoint_interval = \"1s\"\n"),
+    )
+    .expect("config writable");
+    let control = FaultControl::new(&token);
+    let mut env = control.env();
+    env.push(("HALLMARK_SESSIONS", "1".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+    let before = control.counts();
+
+    // The one session signs for 4 s. An invalid request adds a record
+    // meanwhile, so each checkpoint interval tries to sign a checkpoint,
+    // and each try stops waiting for the session after its 1 s limit by
+    // dropping its wait, not through a deadline.
+    control.set(&["C_SignInit delay_ms=4000 times=1"]);
+    let mut slow_client = client.clone();
+    let slow = tokio::spawn(async move { slow_client.sign(request("slow")).await });
+    wait_session_in_use(&server).await;
+    let mut invalid = request("invalid");
+    invalid.digest.truncate(3);
+    let status = client
+        .sign(invalid)
+        .await
+        .expect_err("a 3-byte digest is rejected");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    slow.await
+        .expect("task completes")
+        .expect("the slow request signs");
+
+    // The checkpoints that follow the slow signature take milliseconds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = server.log_text();
+    assert!(
+        log.contains("audit checkpoint failed; retrying at the next interval"),
+        "{log}"
+    );
+    let checkpoints = record_kinds(&token)
+        .iter()
+        .filter(|kind| *kind == "checkpoint")
+        .count() as u64;
+    assert!(checkpoints >= 1, "{:?}", record_kinds(&token));
+    // The token made the slow signature and one per written checkpoint.
+    // A checkpoint try that stopped waiting before the session was free
+    // must not reach the token later, when no caller waits for it.
+    let after = control.counts();
+    let sign_inits = after["C_SignInit"].calls - before.get("C_SignInit").map_or(0, |c| c.calls);
+    assert_eq!(sign_inits, 1 + checkpoints, "{after:?}\n{log}");
+}

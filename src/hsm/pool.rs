@@ -313,9 +313,10 @@ impl SessionPool {
     /// result and whether the session must be closed instead of put back.
     ///
     /// The work waits in the threads' queue, not here: a thread that
-    /// finishes a call takes the next job itself. Work that `abandon` drops
-    /// before a thread starts it never reaches the token; work that has
-    /// started is waited for, so its result is never lost.
+    /// finishes a call takes the next job itself. Work never reaches the
+    /// token if `abandon` drops it, or the caller drops this future, before
+    /// a thread starts it. Work that has started is waited for, so its
+    /// result is never lost unless the caller drops this future.
     async fn lend<T, F>(
         self: &Arc<Self>,
         generation: Option<u64>,
@@ -345,6 +346,10 @@ impl SessionPool {
             }
         };
         self.threads.submit(Box::new(job))?;
+        // A caller that drops this future, as a timeout around it does,
+        // gives the job up as well, so that the token never signs for a
+        // caller that has stopped waiting.
+        let _dropped = GiveUpOnDrop(&claim);
         let finished = |outcome: Result<_, oneshot::error::RecvError>| {
             outcome
                 .unwrap_or_else(|_| Err(HsmError::TaskFailed("the signing thread failed".into())))
@@ -753,6 +758,16 @@ impl SessionPool {
 impl Drop for SessionPool {
     fn drop(&mut self) {
         self.threads.close();
+    }
+}
+
+/// Gives a queued job up when dropped. Once the job has started, or its
+/// caller has given it up already, dropping it changes nothing.
+struct GiveUpOnDrop<'a>(&'a Claim);
+
+impl Drop for GiveUpOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.give_up();
     }
 }
 
