@@ -37,7 +37,7 @@ use cryptoki::session::{Session, UserType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::threads::{Claim, Threads};
+use super::threads::{Claim, Job, Threads};
 use super::{Access, HsmError, Recovery, Token};
 use crate::config::HsmConfig;
 
@@ -345,11 +345,11 @@ impl SessionPool {
                 }
             }
         };
-        self.threads.submit(Box::new(job))?;
+        self.threads.submit(Job::new(Arc::clone(&claim), job))?;
         // A caller that drops this future, as a timeout around it does,
         // gives the job up as well, so that the token never signs for a
         // caller that has stopped waiting.
-        let _dropped = GiveUpOnDrop(&claim);
+        let _dropped = GiveUpOnDrop(&self.threads, &claim);
         let finished = |outcome: Result<_, oneshot::error::RecvError>| {
             outcome
                 .unwrap_or_else(|_| Err(HsmError::TaskFailed("the signing thread failed".into())))
@@ -358,7 +358,7 @@ impl SessionPool {
             outcome = &mut result => return finished(outcome),
             () = abandon.wait() => {}
         }
-        if claim.give_up() {
+        if self.threads.give_up(&claim) {
             return Err(abandon
                 .check()
                 .err()
@@ -763,11 +763,11 @@ impl Drop for SessionPool {
 
 /// Gives a queued job up when dropped. Once the job has started, or its
 /// caller has given it up already, dropping it changes nothing.
-struct GiveUpOnDrop<'a>(&'a Claim);
+struct GiveUpOnDrop<'a>(&'a Threads, &'a Claim);
 
 impl Drop for GiveUpOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.give_up();
+        self.0.give_up(self.1);
     }
 }
 

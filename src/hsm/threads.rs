@@ -1,7 +1,7 @@
 //! Threads that make the session pool's blocking PKCS#11 calls.
 //!
 //! The pool keeps one thread per session. Each thread takes the oldest
-//! queued job as soon as its last one returns, so a session never waits for
+//! queued job as soon as its last one returns, so a session does not wait for
 //! the async runtime to schedule the next request before the token gets it.
 //! With tokio's blocking pool, the request that waits next is woken on a
 //! runtime thread first, and that thread competes for a core with the
@@ -17,8 +17,25 @@ use tracing::error;
 
 use super::HsmError;
 
-/// A unit of work for a signing thread.
-pub(super) type Job = Box<dyn FnOnce() + Send>;
+/// A unit of work for a signing thread, with the claim that says whether
+/// its caller still wants it.
+pub(super) struct Job {
+    claim: Arc<Claim>,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+impl Job {
+    pub(super) fn new(claim: Arc<Claim>, run: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            claim,
+            run: Box::new(run),
+        }
+    }
+}
+
+/// Given-up jobs that may stay queued before the queue drops them, unless
+/// they are fewer than half of it.
+const GIVEN_UP_SLACK: usize = 64;
 
 /// The queue that the threads share.
 pub(super) struct Threads {
@@ -28,6 +45,10 @@ pub(super) struct Threads {
 
 struct Queue {
     jobs: VecDeque<Job>,
+    /// Jobs in `jobs` whose callers gave them up. They hold the request's
+    /// data until dropped, and admission no longer counts them, so the
+    /// queue drops them once they are many.
+    given_up: usize,
     closed: bool,
 }
 
@@ -37,6 +58,7 @@ impl Threads {
         let threads = Arc::new(Self {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                given_up: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
@@ -68,6 +90,21 @@ impl Threads {
         Ok(())
     }
 
+    /// Gives up, for its caller, the queued job that `claim` belongs to.
+    /// Returns false if a thread started the job first.
+    pub(super) fn give_up(&self, claim: &Claim) -> bool {
+        if !claim.give_up() {
+            return false;
+        }
+        let mut queue = self.lock();
+        queue.given_up += 1;
+        if queue.given_up > GIVEN_UP_SLACK && queue.given_up * 2 > queue.jobs.len() {
+            queue.jobs.retain(|job| !job.claim.is_given_up());
+            queue.given_up = 0;
+        }
+        true
+    }
+
     /// Lets the threads finish the queued jobs, then end.
     pub(super) fn close(&self) {
         self.lock().closed = true;
@@ -80,6 +117,10 @@ impl Threads {
                 let mut queue = self.lock();
                 loop {
                     if let Some(job) = queue.jobs.pop_front() {
+                        if job.claim.is_given_up() {
+                            queue.given_up = queue.given_up.saturating_sub(1);
+                            continue;
+                        }
                         break job;
                     }
                     if queue.closed {
@@ -94,7 +135,7 @@ impl Threads {
             // A job reports its result through a channel whose sender it
             // owns. If it panics, the sender drops and its caller gets an
             // error, and the thread goes on with the next job.
-            if catch_unwind(AssertUnwindSafe(job)).is_err() {
+            if catch_unwind(AssertUnwindSafe(job.run)).is_err() {
                 error!("a PKCS#11 call panicked; its request fails");
             }
         }
@@ -128,10 +169,14 @@ impl Claim {
     }
 
     /// Gives the job up; false if it has started already.
-    pub(super) fn give_up(&self) -> bool {
+    fn give_up(&self) -> bool {
         self.0
             .compare_exchange(QUEUED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    fn is_given_up(&self) -> bool {
+        self.0.load(Ordering::Acquire) == GIVEN_UP
     }
 }
 
@@ -141,7 +186,22 @@ mod tests {
     use std::sync::mpsc;
 
     fn submit(threads: &Threads, job: impl FnOnce() + Send + 'static) {
-        threads.submit(Box::new(job)).expect("queue open");
+        threads
+            .submit(Job::new(Arc::default(), job))
+            .expect("queue open");
+    }
+
+    /// Occupies the thread of a one-thread queue until the barrier is
+    /// passed a second time.
+    fn hold(threads: &Threads) -> Arc<std::sync::Barrier> {
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let held = Arc::clone(&gate);
+        submit(threads, move || {
+            held.wait();
+            held.wait();
+        });
+        gate.wait();
+        gate
     }
 
     #[test]
@@ -180,11 +240,69 @@ mod tests {
         submit(&threads, move || queued.send(1).expect("receiver open"));
         threads.close();
 
-        let rejected = threads.submit(Box::new(move || tx.send(2).expect("receiver open")));
+        let rejected = threads.submit(Job::new(Arc::default(), move || {
+            tx.send(2).expect("receiver open")
+        }));
         assert!(matches!(rejected, Err(HsmError::TaskFailed(_))));
         gate.wait();
         assert_eq!(rx.recv().expect("queued job ran"), 1);
         assert!(rx.recv().is_err(), "the rejected job must not run");
+    }
+
+    #[test]
+    fn given_up_jobs_never_run() {
+        let threads = Threads::start("test-given-up", 1).expect("thread started");
+        let gate = hold(&threads);
+        let (tx, rx) = mpsc::channel();
+        let mut claims = Vec::new();
+        for n in 0..10 {
+            let claim = Arc::new(Claim::default());
+            let tx = tx.clone();
+            let job = Job::new(Arc::clone(&claim), move || {
+                tx.send(n).expect("receiver open")
+            });
+            threads.submit(job).expect("queue open");
+            claims.push(claim);
+        }
+        for claim in claims.iter().step_by(2) {
+            assert!(threads.give_up(claim));
+        }
+        drop(tx);
+        gate.wait();
+
+        let ran: Vec<i32> = rx.iter().collect();
+        assert_eq!(ran, [1, 3, 5, 7, 9]);
+        threads.close();
+    }
+
+    #[test]
+    fn queue_drops_given_up_jobs() {
+        let threads = Threads::start("test-compact", 1).expect("thread started");
+        let gate = hold(&threads);
+        let data = Arc::new(());
+        let queued = 1000;
+        let mut claims = Vec::new();
+        for _ in 0..queued {
+            let claim = Arc::new(Claim::default());
+            let held = Arc::clone(&data);
+            threads
+                .submit(Job::new(Arc::clone(&claim), move || drop(held)))
+                .expect("queue open");
+            claims.push(claim);
+        }
+        assert_eq!(Arc::strong_count(&data), 1 + queued);
+
+        for claim in &claims[..queued - 10] {
+            assert!(threads.give_up(claim));
+        }
+        // The queue keeps at most its slack of given-up jobs, or half of
+        // what it holds, and drops their data with them.
+        let kept = threads.lock().jobs.len();
+        assert!(kept <= 10 + GIVEN_UP_SLACK, "{kept} jobs kept");
+        assert_eq!(Arc::strong_count(&data), 1 + kept);
+
+        gate.wait();
+        threads.close();
     }
 
     #[test]
