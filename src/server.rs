@@ -878,7 +878,12 @@ fn checkpoint_signer(
                 .ok_or_else(|| format!("key {key} has no active version to sign a checkpoint"))?;
             let digest = statement.digest_for(active.algorithm);
             let signed = signer
-                .sign(&key, digest, SignatureEncoding::Der, &Abandon::never())
+                .sign(
+                    &key,
+                    digest,
+                    SignatureEncoding::Der,
+                    &Abandon::never_and_first(),
+                )
                 .await?;
             Ok(CheckpointSignature {
                 key_id: signed.key.key_id.clone(),

@@ -220,3 +220,52 @@ async fn dropped_waits_leave_the_session_queue() {
     let sign_inits = after["C_SignInit"].calls - before.get("C_SignInit").map_or(0, |c| c.calls);
     assert_eq!(sign_inits, 1 + checkpoints, "{after:?}\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_go_ahead_of_queued_requests() {
+    let token = TestToken::new(2048, "digest");
+    let config = std::fs::read_to_string(token.config()).expect("config readable");
+    std::fs::write(
+        token.config(),
+        config.replace("[audit]\n", "[audit]\ncheckpoint_interval = \"1s\"\n"),
+    )
+    .expect("config writable");
+    let control = FaultControl::new(&token);
+    let mut env = control.env();
+    env.push(("HALLMARK_SESSIONS", "1".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let client = server.client().await;
+
+    // cryptoki calls C_Sign twice per signature, once for the length, so
+    // every signature takes 200 ms on the one session and 16 requests
+    // queue for over 3 s. A checkpoint that waited behind them would miss
+    // its 1 s limit; one that goes first waits for one signature at most.
+    control.set(&["C_Sign delay_ms=100"]);
+    let mut requests = Vec::new();
+    for index in 0..16 {
+        let mut client = client.clone();
+        requests.push(tokio::spawn(async move {
+            client.sign(request(&format!("queued-{index}"))).await
+        }));
+    }
+    for done in requests {
+        done.await
+            .expect("task completes")
+            .expect("the queued request signs");
+    }
+
+    let log = server.log_text();
+    assert!(!log.contains("audit checkpoint failed"), "{log}");
+    let kinds = record_kinds(&token);
+    let last_sign = kinds
+        .iter()
+        .rposition(|kind| kind != "checkpoint")
+        .expect("sign records");
+    let checkpoints_meanwhile = kinds[..last_sign]
+        .iter()
+        .filter(|kind| *kind == "checkpoint")
+        .count();
+    assert!(checkpoints_meanwhile >= 2, "{kinds:?}\n{log}");
+}

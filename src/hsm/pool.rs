@@ -64,6 +64,8 @@ pub struct Abandon {
     gone: Option<watch::Receiver<bool>>,
     /// Turns true when the service stops waiting for requests in progress.
     stopping: Option<watch::Receiver<bool>>,
+    /// Whether the work goes ahead of the queued requests.
+    urgent: bool,
 }
 
 impl Abandon {
@@ -72,12 +74,24 @@ impl Abandon {
         Self::default()
     }
 
+    /// Work that is wanted however long it takes and goes ahead of the
+    /// requests queued for a session, such as audit checkpoints, which
+    /// would otherwise miss their time limit whenever requests fill the
+    /// queue.
+    pub fn never_and_first() -> Self {
+        Self {
+            urgent: true,
+            ..Self::default()
+        }
+    }
+
     /// Work wanted until `deadline`, and while `gone` stays false.
     pub fn new(deadline: Option<Instant>, gone: watch::Receiver<bool>) -> Self {
         Self {
             deadline,
             gone: Some(gone),
             stopping: None,
+            urgent: false,
         }
     }
 
@@ -345,7 +359,12 @@ impl SessionPool {
                 }
             }
         };
-        self.threads.submit(Job::new(Arc::clone(&claim), job))?;
+        let job = Job::new(Arc::clone(&claim), job);
+        if abandon.urgent {
+            self.threads.submit_first(job)?;
+        } else {
+            self.threads.submit(job)?;
+        }
         // A caller that drops this future, as a timeout around it does,
         // gives the job up as well, so that the token never signs for a
         // caller that has stopped waiting.

@@ -78,13 +78,26 @@ impl Threads {
 
     /// Queues `job` behind the jobs already waiting.
     pub(super) fn submit(&self, job: Job) -> Result<(), HsmError> {
+        self.enqueue(job, false)
+    }
+
+    /// Queues `job` ahead of the jobs already waiting.
+    pub(super) fn submit_first(&self, job: Job) -> Result<(), HsmError> {
+        self.enqueue(job, true)
+    }
+
+    fn enqueue(&self, job: Job, first: bool) -> Result<(), HsmError> {
         let mut queue = self.lock();
         if queue.closed {
             return Err(HsmError::TaskFailed(
                 "the signing threads have stopped".into(),
             ));
         }
-        queue.jobs.push_back(job);
+        if first {
+            queue.jobs.push_front(job);
+        } else {
+            queue.jobs.push_back(job);
+        }
         drop(queue);
         self.ready.notify_one();
         Ok(())
@@ -247,6 +260,27 @@ mod tests {
         gate.wait();
         assert_eq!(rx.recv().expect("queued job ran"), 1);
         assert!(rx.recv().is_err(), "the rejected job must not run");
+    }
+
+    #[test]
+    fn first_job_runs_before_queued_ones() {
+        let threads = Threads::start("test-first", 1).expect("thread started");
+        let gate = hold(&threads);
+        let (tx, rx) = mpsc::channel();
+        for n in 1..=3 {
+            let tx = tx.clone();
+            submit(&threads, move || tx.send(n).expect("receiver open"));
+        }
+        threads
+            .submit_first(Job::new(Arc::default(), move || {
+                tx.send(0).expect("receiver open")
+            }))
+            .expect("queue open");
+        gate.wait();
+
+        let ran: Vec<i32> = rx.iter().collect();
+        assert_eq!(ran, [0, 1, 2, 3]);
+        threads.close();
     }
 
     #[test]
