@@ -184,7 +184,8 @@ impl Configuration {
     pub fn service(spec: &Spec, setup: ServiceSetup, batch_size: usize, run: &ServiceRun) -> Self {
         let per_call = match setup.rpc {
             Rpc::Sign | Rpc::HealthCheck => 1,
-            Rpc::SignBatch => batch_size,
+            // A run with fewer digests than a batch sends them in one call.
+            Rpc::SignBatch => batch_size.min(spec.requests).max(1),
         };
         let timed = &run.timed;
         let mut service = Self::from_timed(spec, per_call, timed);
@@ -548,6 +549,20 @@ pub(super) mod tests {
         assert_eq!(batch.throughput_per_second, 63.5);
         assert_eq!(batch.latency.p50_us, 3000.0);
         assert_eq!(batch.latency.max_us, 5000.0);
+
+        let mut few = spec("unix-batch-audit-off");
+        few.requests = 5;
+        let run = ServiceRun {
+            timed: timed(5, 0, 1),
+            memory: Memory {
+                vm_hwm_kib: 2048,
+                vm_rss_kib: 1024,
+                threads: 9,
+            },
+            startup: Duration::from_millis(10),
+        };
+        let short = Configuration::service(&few, setup(&few), 64, &run);
+        assert_eq!(short.signatures_per_call, 5);
 
         let mut configurations = vec![raw, on, batch];
         set_ratios_to_raw(&mut configurations);
