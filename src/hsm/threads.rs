@@ -1,12 +1,12 @@
 //! Threads that make the session pool's blocking PKCS#11 calls.
 //!
 //! The pool keeps one thread per session. Each thread takes the oldest
-//! queued job as soon as its last one returns, so a session does not wait for
-//! the async runtime to schedule the next request before the token gets it.
-//! With tokio's blocking pool, the request that waits next is woken on a
-//! runtime thread first, and that thread competes for a core with the
-//! other sessions' signatures; on an HSM-bound key the sessions then sit
-//! idle between requests.
+//! queued job as soon as its last one returns, so a session does not wait
+//! for the async runtime to schedule the next request before the token gets
+//! it. With tokio's blocking pool, the request that waits next is woken on a
+//! runtime thread first. That thread competes for a core with the other
+//! sessions' signatures, so on an HSM-bound key the sessions sit idle
+//! between requests.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -17,7 +17,7 @@ use tracing::error;
 
 use super::HsmError;
 
-/// A unit of work for a signing thread, with the claim that says whether
+/// A unit of work for a signing thread, with the claim that records whether
 /// its caller still wants it.
 pub(super) struct Job {
     claim: Arc<Claim>,
@@ -208,10 +208,10 @@ mod tests {
     /// passed a second time.
     fn hold(threads: &Threads) -> Arc<std::sync::Barrier> {
         let gate = Arc::new(std::sync::Barrier::new(2));
-        let held = Arc::clone(&gate);
+        let inside = Arc::clone(&gate);
         submit(threads, move || {
-            held.wait();
-            held.wait();
+            inside.wait();
+            inside.wait();
         });
         gate.wait();
         gate
@@ -318,9 +318,9 @@ mod tests {
         let mut claims = Vec::new();
         for _ in 0..queued {
             let claim = Arc::new(Claim::default());
-            let held = Arc::clone(&data);
+            let payload = Arc::clone(&data);
             threads
-                .submit(Job::new(Arc::clone(&claim), move || drop(held)))
+                .submit(Job::new(Arc::clone(&claim), move || drop(payload)))
                 .expect("queue open");
             claims.push(claim);
         }
@@ -331,9 +331,9 @@ mod tests {
         }
         // The queue keeps at most its slack of given-up jobs, or half of
         // what it holds, and drops their data with them.
-        let kept = threads.lock().jobs.len();
-        assert!(kept <= 10 + GIVEN_UP_SLACK, "{kept} jobs kept");
-        assert_eq!(Arc::strong_count(&data), 1 + kept);
+        let remaining = threads.lock().jobs.len();
+        assert!(remaining <= 10 + GIVEN_UP_SLACK, "{remaining} jobs remain");
+        assert_eq!(Arc::strong_count(&data), 1 + remaining);
 
         gate.wait();
         threads.close();
