@@ -253,6 +253,26 @@ fn check_of_syntax_error_says_nothing_else_ran() {
     assert!(!text.contains("bogus"), "{text}");
 }
 
+/// A PIN file given by mistake as the configuration file is not valid
+/// TOML. The syntax error names the line and column but never quotes it.
+#[test]
+fn syntax_error_never_quotes_the_file() {
+    let token = TestToken::without_key();
+    let pin_file = token.dir.path().join("user.pin");
+    let pin = std::fs::read_to_string(&pin_file).expect("PIN file readable");
+
+    let output = hallmark(&["config", "check", "--config", path_text(&pin_file)], &[]);
+
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    let text = stderr(&output);
+    assert!(
+        text.contains("\n  - TOML parse error at line 1, column "),
+        "{text}"
+    );
+    assert!(!text.contains(pin.trim()), "{text}");
+    assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+}
+
 /// A `HALLMARK_*` value that is not UTF-8 is rejected with the name of
 /// its variable. The PIN's value is never shown, and the PIN file is not
 /// read in its place.

@@ -535,9 +535,14 @@ fn check_text(text: &str, source: Source) -> Result<(), String> {
         return Err(format!("the value is empty; {fix}"));
     }
     if text.trim() != text {
-        return Err(format!(
-            "{text:?} starts or ends with whitespace; remove it"
-        ));
+        // A PKCS#11 URI may carry a pin-value, which is rejected on its own
+        // later and must never be shown.
+        let shown = if text.to_ascii_lowercase().contains("pin-value") {
+            "the value".to_owned()
+        } else {
+            format!("{text:?}")
+        };
+        return Err(format!("{shown} starts or ends with whitespace; remove it"));
     }
     Ok(())
 }

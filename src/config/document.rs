@@ -40,7 +40,7 @@ enum Step {
 pub(super) fn read(text: &str) -> Result<Document, Vec<String>> {
     let table: Table = text.parse().map_err(|error: toml::de::Error| {
         vec![
-            error.to_string().trim_end().to_owned(),
+            syntax_error(text, &error),
             "no other setting was checked, because the file is not valid TOML; fix the \
              syntax and check again"
                 .to_owned(),
@@ -63,6 +63,24 @@ pub(super) fn read(text: &str) -> Result<Document, Vec<String>> {
         }),
     }
     Ok(document)
+}
+
+/// Describes a TOML syntax error by its line, column and message. The
+/// parser's own text quotes the line, which must not reach the logs: a PIN
+/// file given by mistake as the configuration file is not valid TOML.
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return format!("TOML parse error: {message}");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |start| start.chars().count())
+        + 1;
+    format!("TOML parse error at line {line}, column {column}: {message}")
 }
 
 /// Returns `value` at `path` without the parts that the structs reject,

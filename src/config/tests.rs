@@ -756,6 +756,16 @@ fn uri_from_variable_conflicts_with_file() {
 }
 
 #[test]
+fn padded_uri_never_shows_its_pin_value() {
+    let vars = [(ENV_PKCS11_URI, " pkcs11:token=x?pin-value=SECRET1234")];
+    let problems = parse_with(MINIMAL, &vars, &Overrides::default()).expect_err("padded");
+    assert_eq!(
+        problems,
+        ["hsm.uri (HALLMARK_PKCS11_URI): the value starts or ends with whitespace; remove it"]
+    );
+}
+
+#[test]
 fn uri_may_leave_the_module_to_its_key() {
     let text = "[hsm]\nuri = \"pkcs11:serial=9a59\"\nmodule = \"/lib/p11.so\"\n[keys.default]\n";
     let config = parse_with(text, &[], &Overrides::default()).expect("valid");
