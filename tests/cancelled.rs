@@ -164,8 +164,9 @@ async fn wait_session_in_use(server: &common::TestServer) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dropped_waits_leave_the_session_queue() {
+/// Starts a server on a token behind the fault-injecting module, with one
+/// session and an audit checkpoint every second.
+async fn one_session_with_checkpoints() -> (TestToken, FaultControl, common::TestServer) {
     let token = TestToken::new(2048, "digest");
     let config = std::fs::read_to_string(token.config()).expect("config readable");
     std::fs::write(
@@ -179,6 +180,12 @@ async fn dropped_waits_leave_the_session_queue() {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
     server.wait_serving(Duration::from_secs(30)).await;
+    (token, control, server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_waits_leave_the_session_queue() {
+    let (token, control, server) = one_session_with_checkpoints().await;
     let mut client = server.client().await;
     let before = control.counts();
 
@@ -223,19 +230,7 @@ async fn dropped_waits_leave_the_session_queue() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn checkpoints_go_ahead_of_queued_requests() {
-    let token = TestToken::new(2048, "digest");
-    let config = std::fs::read_to_string(token.config()).expect("config readable");
-    std::fs::write(
-        token.config(),
-        config.replace("[audit]\n", "[audit]\ncheckpoint_interval = \"1s\"\n"),
-    )
-    .expect("config writable");
-    let control = FaultControl::new(&token);
-    let mut env = control.env();
-    env.push(("HALLMARK_SESSIONS", "1".into()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
-    server.wait_serving(Duration::from_secs(30)).await;
+    let (token, control, server) = one_session_with_checkpoints().await;
     let client = server.client().await;
 
     // cryptoki calls C_Sign twice per signature, once for the length, so

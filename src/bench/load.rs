@@ -35,7 +35,7 @@ pub enum Calls {
         /// Digests per request.
         size: usize,
     },
-    /// One health check per digest, which signs nothing. A SERVING answer
+    /// One health check per digest, which signs nothing. A SERVING status
     /// counts as the digest's result.
     HealthCheck,
 }

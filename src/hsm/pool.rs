@@ -388,7 +388,7 @@ impl SessionPool {
 
     /// The signing thread's side of [`SessionPool::lend`]: waits for a
     /// session permit, claims the job and runs it. Returns `None` if the
-    /// caller gave the job up first, and nobody waits for an answer.
+    /// caller gave the job up first, because then no caller reads a result.
     fn lend_here<T, F>(
         self: Arc<Self>,
         generation: Option<u64>,
