@@ -119,9 +119,14 @@ directory = "$dir/audit"
 
 [keys.default]
 algorithm = "$algorithm"
+TOML
+# Key size and salt apply to RSA keys only.
+if [[ "$algorithm" == rsa-* ]]; then
+  cat >> "$dir/hallmark.toml" <<TOML
 bits = $key_bits
 salt = $( [[ "$salt" =~ ^[0-9]+$ ]] && echo "$salt" || echo "\"$salt\"" )
 TOML
+fi
 
 if [[ $create_key -eq 1 ]]; then
   "$hallmark" keys create --config "$dir/hallmark.toml" --name default >/dev/null
