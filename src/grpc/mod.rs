@@ -204,11 +204,15 @@ impl Inner {
             }
             Err(status) => Err(status.clone()),
         };
-        let mut event = audit_event(request.get_ref(), &identity, &caller, &result);
-        if gone() {
-            event.outcome = tonic::Code::Cancelled;
-        }
-        let result = self.record(vec![event], result).await;
+        let result = self
+            .record(result, |result| {
+                let mut event = audit_event(request.get_ref(), &identity, &caller, result);
+                if gone() {
+                    event.outcome = tonic::Code::Cancelled;
+                }
+                vec![event]
+            })
+            .await;
 
         outcome.code = Some(match &result {
             _ if gone() => tonic::Code::Cancelled,
@@ -218,19 +222,20 @@ impl Inner {
         result
     }
 
-    /// Records the audit events of a request, with one sync, before its
-    /// response is sent. A signature whose record cannot be written is
-    /// withheld: the caller gets UNAVAILABLE instead, so that nothing
-    /// signed goes unrecorded.
+    /// Records the audit events that `events` builds for a request's
+    /// result, with one sync, before its response is sent. A signature
+    /// whose record cannot be written is withheld: the caller gets
+    /// UNAVAILABLE instead, so that nothing signed goes unrecorded. Without
+    /// an audit log the events are not built.
     async fn record<T>(
         &self,
-        events: Vec<SignEvent>,
         result: Result<T, Status>,
+        events: impl FnOnce(&Result<T, Status>) -> Vec<SignEvent>,
     ) -> Result<T, Status> {
         let Some(audit) = &self.audit else {
             return result;
         };
-        match audit.append_all(events).await {
+        match audit.append_all(events(&result)).await {
             Ok(_) => result,
             Err(error) => {
                 self.metrics.audit_write_failures.inc();
@@ -353,8 +358,11 @@ impl Inner {
             Err(status) => Err(status.clone()),
         };
         let gone = *client_gone.borrow();
-        let events = batch_events(request.get_ref(), &identity, &caller, &result, gone);
-        let result = self.record(events, result).await;
+        let result = self
+            .record(result, |result| {
+                batch_events(request.get_ref(), &identity, &caller, result, gone)
+            })
+            .await;
 
         let codes: Vec<tonic::Code> = match &result {
             _ if gone => vec![tonic::Code::Cancelled; request.get_ref().items.len().max(1)],
