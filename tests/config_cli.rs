@@ -29,6 +29,14 @@ fn hallmark(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// [`hallmark`] with variables whose values need not be UTF-8.
 fn hallmark_with<'a>(args: &[&str], env: impl IntoIterator<Item = (&'a str, &'a OsStr)>) -> Output {
+    hallmark_command(args, env).output().expect("hallmark runs")
+}
+
+/// Returns the command that [`hallmark_with`] runs.
+fn hallmark_command<'a>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (&'a str, &'a OsStr)>,
+) -> Command {
     let mut command = Command::new(HALLMARK);
     command.args(args);
     for (name, _) in std::env::vars_os() {
@@ -37,7 +45,20 @@ fn hallmark_with<'a>(args: &[&str], env: impl IntoIterator<Item = (&'a str, &'a 
             command.env_remove(name.as_ref());
         }
     }
-    command.envs(env).output().expect("hallmark runs")
+    command.envs(env);
+    command
+}
+
+/// Runs [`hallmark`] with stdout on a pipe whose read end is already
+/// closed, as after `| head -0`, so that every write to stdout fails with
+/// EPIPE. Logging is off, so stderr shows only errors.
+fn hallmark_to_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    hallmark_command(args, [("HALLMARK_LOG_LEVEL", OsStr::new("off"))])
+        .stdout(writer)
+        .output()
+        .expect("hallmark runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -642,6 +663,72 @@ fn print_of_invalid_config_exits_64() {
             config.display()
         )
     );
+}
+
+// ---------------------------------------------------------------------
+// Output to a closed pipe or a full disk
+// ---------------------------------------------------------------------
+
+/// A reader that closes stdout early ends the output without an error,
+/// and the exit code still reports the command's work: the key created by
+/// `keys rotate --force` is in the token afterwards.
+#[test]
+fn closed_stdout_exits_quietly() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let config = token.config();
+    let config = path_text(&config);
+
+    for args in [
+        vec!["config", "check", "--config", config],
+        vec!["config", "print", "--config", config],
+        vec!["tokens", "list", "--config", config],
+        vec!["tokens", "list", "--json", "--config", config],
+        vec!["keys", "list", "--config", config],
+        vec!["keys", "list", "--json", "--config", config],
+        vec!["keys", "rotate", "--force", "--config", config],
+    ] {
+        let output = hallmark_to_closed_pipe(&args);
+        assert_eq!(stderr(&output), "", "{args:?}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+    }
+
+    let listed = hallmark(&["keys", "list", "--json", "--config", config], &[]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let states: Vec<String> = stdout(&listed)
+        .lines()
+        .map(|line| {
+            let version: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            version["state"].as_str().expect("a state").to_owned()
+        })
+        .collect();
+    assert_eq!(states, ["retired", "active"], "{}", stdout(&listed));
+}
+
+/// Any other write error is reported, with exit code 74.
+#[test]
+fn full_stdout_exits_74() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let config = path_text(&config);
+    let full = || std::fs::File::create("/dev/full").expect("/dev/full opens");
+
+    for args in [
+        vec!["config", "check", "--config", config],
+        vec!["config", "print", "--config", config],
+        vec!["tokens", "list", "--config", config],
+        vec!["keys", "list", "--config", config],
+    ] {
+        let output = hallmark_command(&args, [("HALLMARK_LOG_LEVEL", OsStr::new("off"))])
+            .stdout(full())
+            .output()
+            .expect("hallmark runs");
+        assert_eq!(
+            stderr(&output),
+            "error: cannot write to stdout: No space left on device (os error 28)\n",
+            "{args:?}"
+        );
+        assert_eq!(output.status.code(), Some(74), "{args:?}");
+    }
 }
 
 // ---------------------------------------------------------------------
