@@ -7,8 +7,8 @@ mod common;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{HALLMARK, TestServer, TestToken};
 
@@ -39,14 +39,20 @@ fn hallmark_command<'a>(
 ) -> Command {
     let mut command = Command::new(HALLMARK);
     command.args(args);
+    remove_settings_from_env(&mut command);
+    command.envs(env);
+    command
+}
+
+/// Keeps the log and configuration variables of the test's own
+/// environment from `command`.
+fn remove_settings_from_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name == "RUST_LOG" || name.starts_with("HALLMARK_") {
             command.env_remove(name.as_ref());
         }
     }
-    command.envs(env);
-    command
 }
 
 /// Runs [`hallmark`] with stdout on a pipe whose read end is already
@@ -450,6 +456,109 @@ fn check_of_missing_file_exits_64() {
         "error: invalid configuration in /nonexistent/hallmark.toml:\n  - cannot read the file: \
          No such file or directory (os error 2)\n"
     );
+}
+
+/// Runs `hallmark ARGS...` like [`hallmark`], with at most 1 GiB of
+/// address space, and kills it when it runs longer than ten seconds, so
+/// that reading a FIFO or a device without end fails the test instead of
+/// hanging it or filling the machine's memory.
+fn hallmark_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh", HALLMARK])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    remove_settings_from_env(&mut command);
+    let mut child = command
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("hallmark runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("waits").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed");
+            panic!("hallmark {args:?} still ran after 10 s: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("hallmark exits")
+}
+
+/// A FIFO would make the read wait for a writer, and a device such as
+/// /dev/zero never ends, so the configuration must be a regular file.
+#[test]
+fn config_must_be_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("hallmark.toml");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let fifo = path_text(&fifo);
+    let advice = "but the configuration must be a regular file; point --config or \
+                  HALLMARK_CONFIG at the configuration file";
+
+    for (args, env, path, kind) in [
+        (
+            vec!["config", "check", "--config", fifo],
+            vec![],
+            fifo,
+            "a FIFO (named pipe)",
+        ),
+        (
+            vec!["serve"],
+            vec![("HALLMARK_CONFIG", fifo)],
+            fifo,
+            "a FIFO (named pipe)",
+        ),
+        (
+            vec!["keys", "list", "--config", "/dev/zero"],
+            vec![],
+            "/dev/zero",
+            "a character device",
+        ),
+        (
+            vec!["tokens", "list", "--config", "/dev/zero"],
+            vec![],
+            "/dev/zero",
+            "a character device",
+        ),
+    ] {
+        let output = hallmark_bounded(&args, &env);
+        assert_eq!(
+            stderr(&output),
+            format!("error: invalid configuration in {path}:\n  - {path} is {kind}, {advice}\n"),
+            "{args:?}"
+        );
+        assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{args:?}");
+    }
+}
+
+/// A file larger than 1 MiB is not read.
+#[test]
+fn oversized_config_exits_64() {
+    let token = TestToken::without_key();
+    let padding = format!("# {}\n", "x".repeat(98)).repeat(10_486);
+    token.append_config(&padding);
+    let config = token.config();
+    let size = std::fs::metadata(&config).expect("config exists").len();
+    assert!(size > 1024 * 1024, "{size} bytes");
+
+    let output = hallmark_bounded(&["config", "check", "--config", path_text(&config)], &[]);
+
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {0}:\n  - {0} is larger than the maximum of 1 MiB \
+             for a configuration file; point --config or HALLMARK_CONFIG at the configuration \
+             file\n",
+            config.display()
+        )
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
 }
 
 // ---------------------------------------------------------------------

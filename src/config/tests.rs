@@ -913,6 +913,42 @@ fn module_alone_loads_without_a_token() {
     );
 }
 
+#[test]
+fn config_file_size_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let table = "[hsm]\nmodule = \"/opt/p11.so\"\n";
+    let limit = usize::try_from(MAX_CONFIG_BYTES).expect("fits");
+    let mut text = format!("{table}#");
+    text.push_str(&"x".repeat(limit - text.len()));
+    std::fs::write(&path, &text).expect("written");
+
+    let (module, _) = load_module(&path, &env(&[]), &Overrides::default()).expect("read whole");
+    assert_eq!(module, PathBuf::from("/opt/p11.so"));
+
+    text.push('x');
+    std::fs::write(&path, &text).expect("written");
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("too large");
+    assert_eq!(
+        error.problems,
+        [format!(
+            "{} is larger than the maximum of 1 MiB for a configuration file; point --config or \
+             HALLMARK_CONFIG at the configuration file",
+            path.display()
+        )]
+    );
+
+    let error = load(dir.path(), &env(&[]), &Overrides::default()).expect_err("a directory");
+    assert_eq!(
+        error.problems,
+        [format!(
+            "{} is a directory, but the configuration must be a regular file; point --config or \
+             HALLMARK_CONFIG at the configuration file",
+            dir.path().display()
+        )]
+    );
+}
+
 /// Splits printed lines into the assignment and its source comment,
 /// without the alignment padding between them.
 fn assignments(printed: &str) -> Vec<(String, String)> {
