@@ -273,6 +273,15 @@ pub struct TlsFiles {
     pub client_ca: PathBuf,
 }
 
+impl TlsFiles {
+    /// Reads the PEM files and builds the server's TLS settings, or returns
+    /// the problem, worded as `config check` reports it after
+    /// `server.tls: `.
+    pub fn server_tls(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+        files::server_tls(self)
+    }
+}
+
 /// Describes a file type that is not a regular file, for messages such as
 /// "PATH is a directory, not a regular file".
 pub fn describe_file_type(file_type: &std::fs::FileType) -> &'static str {

@@ -292,10 +292,21 @@ impl Cli {
 }
 
 /// Loads the configuration named by the command, or returns `None` for a
-/// command that reads none.
+/// command that reads none. For `serve`, this also reads the TLS files, so
+/// that a problem with them exits 64 before the token is opened, with the
+/// reason that `config check` gives.
 pub fn load_config(cli: &Cli) -> Option<Result<Config, ConfigError>> {
     let (path, overrides) = cli.config_source()?;
-    Some(settings::load(path, &settings::ProcessEnv, &overrides))
+    let depth = match cli.command {
+        Command::Serve(_) => settings::Depth::TlsFiles,
+        _ => settings::Depth::Values,
+    };
+    Some(settings::load_to_depth(
+        path,
+        &settings::ProcessEnv,
+        &overrides,
+        depth,
+    ))
 }
 
 /// Runs a `keys` subcommand. These are short, blocking administrative

@@ -881,6 +881,50 @@ fn file_depth_parses_tls_files() {
     );
 }
 
+/// `serve` loads to [`Depth::TlsFiles`]: the TLS files are read and
+/// parsed, and the module and audit directory are left to start-up.
+#[test]
+fn tls_depth_checks_only_tls_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    for name in ["pin", "cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(base.join(name), "1234").expect("written");
+    }
+    std::fs::write(base.join("audit"), "a file").expect("written");
+    let text = r#"
+        [server.tls]
+        cert_file = "cert.pem"
+        key_file = "key.pem"
+        client_ca_file = "missing-ca.pem"
+        [hsm]
+        module = "missing.so"
+        token_label = "t"
+        pin_file = "pin"
+        [audit]
+        directory = "audit"
+        [keys.default]
+    "#;
+    let depth = Depth::TlsFiles;
+    let problems = parse_to_depth(text, base, &env(&[]), &Overrides::default(), depth)
+        .expect_err("the CA file is missing");
+    assert_eq!(
+        problems,
+        [format!(
+            "server.tls.client_ca_file: {} does not exist",
+            base.join("missing-ca.pem").display()
+        )]
+    );
+
+    let text = text.replace("missing-ca.pem", "ca.pem");
+    let problems = parse_to_depth(&text, base, &env(&[]), &Overrides::default(), depth)
+        .expect_err("the PEM files hold no PEM");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("server.tls: the PEM files are not a valid TLS identity and CA"),
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn module_alone_loads_without_a_token() {
     let dir = tempfile::tempdir().expect("tempdir");
