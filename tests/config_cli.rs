@@ -754,6 +754,73 @@ fn print_reads_back() {
     assert_eq!(assignments(&stdout(&reprinted)), assignments(&printed));
 }
 
+/// File paths are printed absolute, so that the output, saved next to
+/// the configuration and read from another working directory, names the
+/// same files, also for paths that start with `..`.
+#[test]
+fn print_paths_read_back_elsewhere() {
+    let token = TestToken::without_key();
+    let root = token.dir.path();
+    let conf = root.join("conf");
+    std::fs::create_dir_all(root.join("lib")).expect("directory created");
+    std::fs::create_dir_all(root.join("pki")).expect("directory created");
+    std::fs::create_dir_all(root.join("audit")).expect("directory created");
+    std::fs::create_dir(&conf).expect("directory created");
+    std::fs::write(root.join("lib/p11.so"), "").expect("written");
+    for name in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(root.join("pki").join(name), "").expect("written");
+    }
+    replace_line(&token, "module = ", "module = \"../lib/p11.so\"");
+    replace_line(&token, "pin_file = ", "pin_file = \"../user.pin\"");
+    replace_line(&token, "directory = ", "directory = \"../audit\"");
+    token.append_config(
+        "[server.tls]\ncert_file = \"../pki/cert.pem\"\nkey_file = \"../pki/key.pem\"\n\
+         client_ca_file = \"../pki/ca.pem\"\n",
+    );
+    std::fs::rename(token.config(), conf.join("hallmark.toml")).expect("moved");
+    let expected = [
+        (["hsm", "module"], root.join("lib/p11.so")),
+        (["hsm", "pin_file"], root.join("user.pin")),
+        (["audit", "directory"], root.join("audit")),
+        (["tls", "cert_file"], root.join("pki/cert.pem")),
+        (["tls", "key_file"], root.join("pki/key.pem")),
+        (["tls", "client_ca_file"], root.join("pki/ca.pem")),
+    ];
+    let print = |working: &Path, config: &str| {
+        let output = hallmark_command(&["config", "print", "--config", config], [])
+            .current_dir(working)
+            .output()
+            .expect("hallmark runs");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let check = |printed: &str| {
+        let read: toml::Table = printed
+            .parse()
+            .unwrap_or_else(|error| panic!("not TOML: {error}\n{printed}"));
+        for ([table, field], file) in &expected {
+            let table = match *table {
+                "tls" => &read["server"]["tls"],
+                name => &read[name],
+            };
+            let value = table[*field].as_str().expect("a path");
+            assert!(Path::new(value).is_absolute(), "{field} = {value:?}");
+            assert_eq!(
+                std::fs::canonicalize(value).ok(),
+                std::fs::canonicalize(file).ok(),
+                "{field} = {value:?}"
+            );
+        }
+    };
+
+    let printed = print(root, "conf/hallmark.toml");
+    check(&printed);
+    std::fs::write(conf.join("printed.toml"), &printed).expect("written");
+
+    check(&print(&conf, "printed.toml"));
+    check(&print(&root.join("lib"), "../conf/printed.toml"));
+}
+
 #[test]
 fn print_of_invalid_config_exits_64() {
     let token = TestToken::without_key();
