@@ -37,6 +37,7 @@ pub use render::{format_duration, render};
 pub use sources::{Source, Sources};
 
 use builder::Builder;
+use pkcs11::ModuleOnly;
 
 /// Environment variable that names the configuration file.
 pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
@@ -739,8 +740,7 @@ fn module_of(
             .collect(),
     );
     let raw = document.raw;
-    let module_env = raw.hsm.module_env.clone();
-    let module = builder.module_only(raw.hsm).module;
+    let ModuleOnly { module, module_env } = builder.module_only(raw.hsm);
     if module.is_none() && builder.problems.is_empty() {
         builder.problem(missing);
     }

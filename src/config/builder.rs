@@ -176,7 +176,7 @@ impl<'a> Builder<'a> {
 
     /// Checks the text of `key` when the file set it. [`Builder::pick`]
     /// has checked that of the other layers.
-    fn checked_file_text(&mut self, key: &str, text: &str) -> bool {
+    pub(super) fn checked_file_text(&mut self, key: &str, text: &str) -> bool {
         let source = self.sources.get(key);
         if source != Source::File {
             return true;

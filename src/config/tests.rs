@@ -1126,6 +1126,53 @@ fn module_environment_must_be_settable() {
     );
 }
 
+/// Values in `[hsm.module_env]` get the empty and whitespace check of
+/// every other string value, also when `tokens list` reads only the module.
+#[test]
+fn module_environment_values_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let table = "[hsm.module_env]\nEMPTY = \"\"\nPADDED = \" /etc/s.conf\"\n\
+                 \"TAB.NAME\" = \"/etc/s.conf\\t\"\nGOOD = \"/etc/s.conf\"\n";
+    let expected = [
+        "hsm.module_env.EMPTY: the value is empty; set a value or remove the key",
+        "hsm.module_env.PADDED: \" /etc/s.conf\" starts or ends with whitespace; remove it",
+        "hsm.module_env.TAB.NAME: \"/etc/s.conf\\t\" starts or ends with whitespace; remove \
+         it",
+    ];
+
+    let problems =
+        parse_with(&format!("{MINIMAL}\n{table}"), &[], &Overrides::default()).expect_err("bad");
+    assert_eq!(problems, expected);
+
+    std::fs::write(&path, format!("[hsm]\nmodule = \"/lib/p11.so\"\n{table}")).expect("written");
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("bad");
+    assert_eq!(error.problems, expected);
+}
+
+/// `tokens list` sets `[hsm.module_env]` before it loads the module, so an
+/// unusable variable name is rejected there too.
+#[test]
+fn module_only_rejects_unsettable_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let text = "[hsm]\nmodule = \"/lib/p11.so\"\n[hsm.module_env]\n\"A=B\" = \"x\"\n\
+                GOOD = \"a\\u0000b\"\n";
+    std::fs::write(&path, text).expect("written");
+
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("bad");
+
+    assert_eq!(
+        error.problems,
+        [
+            "hsm.module_env: \"A=B\" is not an environment variable name: it must not be empty \
+             or contain \"=\" or a NUL character",
+            "hsm.module_env.GOOD: the value contains a NUL character, which an environment \
+             variable cannot hold",
+        ]
+    );
+}
+
 #[test]
 fn empty_token_label_or_serial_is_refused() {
     for (key, var) in [
