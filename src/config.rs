@@ -20,6 +20,7 @@ mod sources;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub use render::{format_duration, render};
 pub use sources::{Source, Sources};
 
 use builder::Builder;
+use pkcs11::ModuleOnly;
 
 /// Environment variable that names the configuration file.
 pub const ENV_CONFIG: &str = "HALLMARK_CONFIG";
@@ -115,6 +117,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// Largest accepted session pool. A token rarely offers more parallelism.
 pub const MAX_SESSIONS: usize = 256;
+/// Largest configuration file read, in bytes: 1 MiB, about 80 times the
+/// annotated `hallmark.example.toml`. A larger file is not a configuration,
+/// and reading it whole could exhaust memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// Environment variable that overrides `audit.directory`.
 pub const ENV_AUDIT_DIR: &str = "HALLMARK_AUDIT_DIR";
@@ -266,6 +272,15 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// The CA certificates that client certificates must chain to.
     pub client_ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads the PEM files and builds the server's TLS settings, or returns
+    /// the problem, worded as `config check` reports it after
+    /// `server.tls: `.
+    pub fn server_tls(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+        files::server_tls(self)
+    }
 }
 
 /// Describes a file type that is not a regular file, for messages such as
@@ -725,8 +740,7 @@ fn module_of(
             .collect(),
     );
     let raw = document.raw;
-    let module_env = raw.hsm.module_env.clone();
-    let module = builder.module_only(raw.hsm).module;
+    let ModuleOnly { module, module_env } = builder.module_only(raw.hsm);
     if module.is_none() && builder.problems.is_empty() {
         builder.problem(missing);
     }
@@ -756,7 +770,7 @@ pub fn log_format_hint(path: &Path, env: &dyn Environment, overrides: &Overrides
         None => env.var(ENV_LOG_FORMAT).unwrap_or_default(),
     };
     let text = layered.or_else(|| {
-        let document: toml::Table = std::fs::read_to_string(path).ok()?.parse().ok()?;
+        let document: toml::Table = read_text(path).ok()?.parse().ok()?;
         Some(document.get("log")?.get("format")?.as_str()?.to_owned())
     });
     text.and_then(|text| LogFormat::parse(&text).ok())
@@ -764,10 +778,44 @@ pub fn log_format_hint(path: &Path, env: &dyn Environment, overrides: &Overrides
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|error| ConfigError {
+    read_text(path).map_err(|problem| ConfigError {
         path: Some(path.to_owned()),
-        problems: vec![format!("cannot read the file: {error}")],
+        problems: vec![problem],
     })
+}
+
+/// Reads the configuration file at `path` as text, or returns the problem.
+/// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read, because
+/// opening a FIFO waits for a writer and a device such as `/dev/zero` never
+/// ends.
+fn read_text(path: &Path) -> Result<String, String> {
+    let cannot_read = |error: std::io::Error| format!("cannot read the file: {error}");
+    let metadata = std::fs::metadata(path).map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "{} is {}, but the configuration must be a regular file; point --config or \
+             {ENV_CONFIG} at the configuration file",
+            path.display(),
+            describe_file_type(&metadata.file_type())
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(cannot_read)?;
+    let mut bytes = Vec::new();
+    // One byte more than the limit shows whether the file exceeds it, also
+    // when it grew after the metadata was read.
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{} is larger than the maximum of {} MiB for a configuration file; point \
+             --config or {ENV_CONFIG} at the configuration file",
+            path.display(),
+            MAX_CONFIG_BYTES / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes)
+        .map_err(|error| format!("cannot read the file: it is not valid UTF-8 ({error})"))
 }
 
 /// Parses and validates configuration text. Relative paths in the file are

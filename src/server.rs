@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{debug, error, info, warn};
@@ -24,7 +24,7 @@ use crate::audit::{
     AuditError, AuditLog, CheckpointSignature, CheckpointStatement, FinalCheckpoint,
     SignError as AuditSignError,
 };
-use crate::config::{Config, ListenAddr, TlsFiles};
+use crate::config::{Config, ListenAddr};
 use crate::grpc::SignerApi;
 use crate::hsm::{Abandon, HsmError, Recovery, SessionPool, Token};
 use crate::keys::algorithm::SignatureEncoding;
@@ -76,7 +76,8 @@ const AUDIT_WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// A failure that stopped the service or prevented its start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The configuration does not fit the token's contents.
+    /// The configuration does not fit the token's contents, or its TLS
+    /// files changed since loading and can no longer be used.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Config(Vec<String>),
     /// The token could not be used.
@@ -664,8 +665,13 @@ async fn run(
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS));
     if let Some(files) = &config.tls {
+        // Loading checked the files before the token was opened. This
+        // reads them again, so a file changed since then is reported here.
+        let tls = files
+            .server_tls()
+            .map_err(|problem| ServeError::Config(vec![format!("server.tls: {problem}")]))?;
         builder = builder
-            .tls_config(server_tls(files)?)
+            .tls_config(tls)
             .map_err(|e| ServeError::Setup(format!("invalid TLS settings: {e}")))?;
         info!(client_ca = %files.client_ca.display(), "serving gRPC over mutual TLS");
     }
@@ -768,24 +774,6 @@ async fn run(
     served?;
     info!("stopped");
     Ok(())
-}
-
-/// Reads the server's TLS identity and the client CA. Every client must
-/// present a certificate that chains to that CA; the policy then decides
-/// what its identity may do.
-fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, ServeError> {
-    let read = |path: &std::path::Path, what: &str| {
-        std::fs::read(path).map_err(|source| ServeError::Io {
-            context: format!("cannot read the {what} {}", path.display()),
-            source,
-        })
-    };
-    let cert = read(&files.cert, "server certificate")?;
-    let key = read(&files.key, "server key")?;
-    let client_ca = read(&files.client_ca, "client CA certificate")?;
-    Ok(ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(cert, key))
-        .client_ca_root(tonic::transport::Certificate::from_pem(client_ca)))
 }
 
 /// Flushes and closes the audit log once every other holder has let go.

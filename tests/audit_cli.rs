@@ -132,3 +132,37 @@ async fn find_prints_records_of_one_key() {
         .collect();
     assert_eq!(request_ids, ["req-1", "req-3"]);
 }
+
+/// A reader that closes stdout early ends the output without an error:
+/// `find` exits 0, and `verify` still reports a broken chain.
+#[tokio::test]
+async fn closed_stdout_keeps_exit_codes() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let key = p256::ecdsa::SigningKey::from_slice(&[9; 32]).expect("valid scalar");
+    let mut files = write_log(dir.path(), &key).await;
+    let to_closed_pipe = |args: &[&str], files: &[PathBuf]| {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        Command::new(env!("CARGO_BIN_EXE_hallmark"))
+            .current_dir(dir.path())
+            .env_remove("HALLMARK_CONFIG")
+            .arg("audit")
+            .args(args)
+            .args(files)
+            .stdout(writer)
+            .output()
+            .expect("hallmark runs")
+    };
+
+    let found = to_closed_pipe(&["find", "--key-id", "kid-a"], &files);
+    assert_eq!(String::from_utf8_lossy(&found.stderr), "");
+    assert_eq!(found.status.code(), Some(0));
+
+    files.retain(|path| !path.ends_with("audit-000002.jsonl"));
+    let verified = to_closed_pipe(&["verify"], &files);
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).starts_with("error: broken audit log: "),
+        "{verified:?}"
+    );
+    assert_eq!(verified.status.code(), Some(1), "{verified:?}");
+}

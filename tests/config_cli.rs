@@ -7,8 +7,8 @@ mod common;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{HALLMARK, TestServer, TestToken};
 
@@ -29,15 +29,42 @@ fn hallmark(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// [`hallmark`] with variables whose values need not be UTF-8.
 fn hallmark_with<'a>(args: &[&str], env: impl IntoIterator<Item = (&'a str, &'a OsStr)>) -> Output {
+    hallmark_command(args, env).output().expect("hallmark runs")
+}
+
+/// Returns the command that [`hallmark_with`] runs.
+fn hallmark_command<'a>(
+    args: &[&str],
+    env: impl IntoIterator<Item = (&'a str, &'a OsStr)>,
+) -> Command {
     let mut command = Command::new(HALLMARK);
     command.args(args);
+    remove_settings_from_env(&mut command);
+    command.envs(env);
+    command
+}
+
+/// Keeps the log and configuration variables of the test's own
+/// environment from `command`.
+fn remove_settings_from_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name == "RUST_LOG" || name.starts_with("HALLMARK_") {
             command.env_remove(name.as_ref());
         }
     }
-    command.envs(env).output().expect("hallmark runs")
+}
+
+/// Runs [`hallmark`] with stdout on a pipe whose read end is already
+/// closed, as after `| head -0`, so that every write to stdout fails with
+/// EPIPE. Logging is off, so stderr shows only errors.
+fn hallmark_to_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    hallmark_command(args, [("HALLMARK_LOG_LEVEL", OsStr::new("off"))])
+        .stdout(writer)
+        .output()
+        .expect("hallmark runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -431,6 +458,109 @@ fn check_of_missing_file_exits_64() {
     );
 }
 
+/// Runs `hallmark ARGS...` like [`hallmark`], with at most 1 GiB of
+/// address space, and kills it when it runs longer than ten seconds, so
+/// that reading a FIFO or a device without end fails the test instead of
+/// hanging it or filling the machine's memory.
+fn hallmark_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "sh", HALLMARK])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    remove_settings_from_env(&mut command);
+    let mut child = command
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("hallmark runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("waits").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed");
+            panic!("hallmark {args:?} still ran after 10 s: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("hallmark exits")
+}
+
+/// A FIFO would make the read wait for a writer, and a device such as
+/// /dev/zero never ends, so the configuration must be a regular file.
+#[test]
+fn config_must_be_regular_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("hallmark.toml");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let fifo = path_text(&fifo);
+    let advice = "but the configuration must be a regular file; point --config or \
+                  HALLMARK_CONFIG at the configuration file";
+
+    for (args, env, path, kind) in [
+        (
+            vec!["config", "check", "--config", fifo],
+            vec![],
+            fifo,
+            "a FIFO (named pipe)",
+        ),
+        (
+            vec!["serve"],
+            vec![("HALLMARK_CONFIG", fifo)],
+            fifo,
+            "a FIFO (named pipe)",
+        ),
+        (
+            vec!["keys", "list", "--config", "/dev/zero"],
+            vec![],
+            "/dev/zero",
+            "a character device",
+        ),
+        (
+            vec!["tokens", "list", "--config", "/dev/zero"],
+            vec![],
+            "/dev/zero",
+            "a character device",
+        ),
+    ] {
+        let output = hallmark_bounded(&args, &env);
+        assert_eq!(
+            stderr(&output),
+            format!("error: invalid configuration in {path}:\n  - {path} is {kind}, {advice}\n"),
+            "{args:?}"
+        );
+        assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{args:?}");
+    }
+}
+
+/// A file larger than 1 MiB is not read.
+#[test]
+fn oversized_config_exits_64() {
+    let token = TestToken::without_key();
+    let padding = format!("# {}\n", "x".repeat(98)).repeat(10_486);
+    token.append_config(&padding);
+    let config = token.config();
+    let size = std::fs::metadata(&config).expect("config exists").len();
+    assert!(size > 1024 * 1024, "{size} bytes");
+
+    let output = hallmark_bounded(&["config", "check", "--config", path_text(&config)], &[]);
+
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {0}:\n  - {0} is larger than the maximum of 1 MiB \
+             for a configuration file; point --config or HALLMARK_CONFIG at the configuration \
+             file\n",
+            config.display()
+        )
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+}
+
 // ---------------------------------------------------------------------
 // config print
 // ---------------------------------------------------------------------
@@ -624,6 +754,73 @@ fn print_reads_back() {
     assert_eq!(assignments(&stdout(&reprinted)), assignments(&printed));
 }
 
+/// File paths are printed absolute, so that the output, saved next to
+/// the configuration and read from another working directory, names the
+/// same files, also for paths that start with `..`.
+#[test]
+fn print_paths_read_back_elsewhere() {
+    let token = TestToken::without_key();
+    let root = token.dir.path();
+    let conf = root.join("conf");
+    std::fs::create_dir_all(root.join("lib")).expect("directory created");
+    std::fs::create_dir_all(root.join("pki")).expect("directory created");
+    std::fs::create_dir_all(root.join("audit")).expect("directory created");
+    std::fs::create_dir(&conf).expect("directory created");
+    std::fs::write(root.join("lib/p11.so"), "").expect("written");
+    for name in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(root.join("pki").join(name), "").expect("written");
+    }
+    replace_line(&token, "module = ", "module = \"../lib/p11.so\"");
+    replace_line(&token, "pin_file = ", "pin_file = \"../user.pin\"");
+    replace_line(&token, "directory = ", "directory = \"../audit\"");
+    token.append_config(
+        "[server.tls]\ncert_file = \"../pki/cert.pem\"\nkey_file = \"../pki/key.pem\"\n\
+         client_ca_file = \"../pki/ca.pem\"\n",
+    );
+    std::fs::rename(token.config(), conf.join("hallmark.toml")).expect("moved");
+    let expected = [
+        (["hsm", "module"], root.join("lib/p11.so")),
+        (["hsm", "pin_file"], root.join("user.pin")),
+        (["audit", "directory"], root.join("audit")),
+        (["tls", "cert_file"], root.join("pki/cert.pem")),
+        (["tls", "key_file"], root.join("pki/key.pem")),
+        (["tls", "client_ca_file"], root.join("pki/ca.pem")),
+    ];
+    let print = |working: &Path, config: &str| {
+        let output = hallmark_command(&["config", "print", "--config", config], [])
+            .current_dir(working)
+            .output()
+            .expect("hallmark runs");
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let check = |printed: &str| {
+        let read: toml::Table = printed
+            .parse()
+            .unwrap_or_else(|error| panic!("not TOML: {error}\n{printed}"));
+        for ([table, field], file) in &expected {
+            let table = match *table {
+                "tls" => &read["server"]["tls"],
+                name => &read[name],
+            };
+            let value = table[*field].as_str().expect("a path");
+            assert!(Path::new(value).is_absolute(), "{field} = {value:?}");
+            assert_eq!(
+                std::fs::canonicalize(value).ok(),
+                std::fs::canonicalize(file).ok(),
+                "{field} = {value:?}"
+            );
+        }
+    };
+
+    let printed = print(root, "conf/hallmark.toml");
+    check(&printed);
+    std::fs::write(conf.join("printed.toml"), &printed).expect("written");
+
+    check(&print(&conf, "printed.toml"));
+    check(&print(&root.join("lib"), "../conf/printed.toml"));
+}
+
 #[test]
 fn print_of_invalid_config_exits_64() {
     let token = TestToken::without_key();
@@ -642,6 +839,72 @@ fn print_of_invalid_config_exits_64() {
             config.display()
         )
     );
+}
+
+// ---------------------------------------------------------------------
+// Output to a closed pipe or a full disk
+// ---------------------------------------------------------------------
+
+/// A reader that closes stdout early ends the output without an error,
+/// and the exit code still reports the command's work: the key created by
+/// `keys rotate --force` is in the token afterwards.
+#[test]
+fn closed_stdout_exits_quietly() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let config = token.config();
+    let config = path_text(&config);
+
+    for args in [
+        vec!["config", "check", "--config", config],
+        vec!["config", "print", "--config", config],
+        vec!["tokens", "list", "--config", config],
+        vec!["tokens", "list", "--json", "--config", config],
+        vec!["keys", "list", "--config", config],
+        vec!["keys", "list", "--json", "--config", config],
+        vec!["keys", "rotate", "--force", "--config", config],
+    ] {
+        let output = hallmark_to_closed_pipe(&args);
+        assert_eq!(stderr(&output), "", "{args:?}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+    }
+
+    let listed = hallmark(&["keys", "list", "--json", "--config", config], &[]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    let states: Vec<String> = stdout(&listed)
+        .lines()
+        .map(|line| {
+            let version: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            version["state"].as_str().expect("a state").to_owned()
+        })
+        .collect();
+    assert_eq!(states, ["retired", "active"], "{}", stdout(&listed));
+}
+
+/// Any other write error is reported, with exit code 74.
+#[test]
+fn full_stdout_exits_74() {
+    let token = TestToken::without_key();
+    let config = token.config();
+    let config = path_text(&config);
+    let full = || std::fs::File::create("/dev/full").expect("/dev/full opens");
+
+    for args in [
+        vec!["config", "check", "--config", config],
+        vec!["config", "print", "--config", config],
+        vec!["tokens", "list", "--config", config],
+        vec!["keys", "list", "--config", config],
+    ] {
+        let output = hallmark_command(&args, [("HALLMARK_LOG_LEVEL", OsStr::new("off"))])
+            .stdout(full())
+            .output()
+            .expect("hallmark runs");
+        assert_eq!(
+            stderr(&output),
+            "error: cannot write to stdout: No space left on device (os error 28)\n",
+            "{args:?}"
+        );
+        assert_eq!(output.status.code(), Some(74), "{args:?}");
+    }
 }
 
 // ---------------------------------------------------------------------

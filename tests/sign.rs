@@ -566,3 +566,33 @@ async fn audit_health_is_1_when_the_audit_log_is_off() {
     );
     assert!(!token.dir.path().join("audit").exists());
 }
+
+/// `hallmark sign` stops once the reader has closed stdout, because no
+/// further signed output can reach anyone, and exits 0 without an error.
+#[tokio::test]
+async fn sign_command_stops_at_closed_stdout() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let server = TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let timestamp = hallmark::verify::format_rfc3339(SystemTime::now());
+    let manifests = token.dir.path().join("manifests.jsonl");
+    let lines: Vec<String> = (0..3)
+        .map(|i| format!("{{\"prediction\": {i}, \"timestamp\": \"{timestamp}\"}}\n"))
+        .collect();
+    std::fs::write(&manifests, lines.concat()).expect("writes");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+
+    let output = std::process::Command::new(common::HALLMARK)
+        .args(["sign", "--target", &server.grpc_addr, "--manifest"])
+        .arg(&manifests)
+        .stdout(writer)
+        .output()
+        .expect("hallmark runs");
+
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    assert_eq!(output.status.code(), Some(0));
+    let body = server.metrics().await;
+    let ok = r#"hallmark_sign_requests_total{code="OK",key_name="default"}"#;
+    assert_eq!(sample(&body, ok), Some(1.0), "{body}");
+}

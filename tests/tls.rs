@@ -234,3 +234,87 @@ async fn client_certificates_decide_who_signs() {
         .sum();
     assert_eq!(requests, 3.0, "only the three clients with CA certificates");
 }
+
+/// Runs `hallmark ARGS... --config CONFIG` on the token's configuration
+/// with its log at info, and kills it when it still runs after 30 s, which
+/// fails the test.
+fn run_until_exit(token: &TestToken, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(common::HALLMARK)
+        .args(args)
+        .arg("--config")
+        .arg(token.config())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("hallmark starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("waits").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed");
+            panic!("hallmark {args:?} still ran after 30 s: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("hallmark exits")
+}
+
+/// `serve` checks the TLS files as `config check` does, before it opens
+/// the token: a key that does not match the certificate and a missing key
+/// file exit 64 with the reason, and nothing else is logged.
+#[test]
+fn unusable_tls_files_exit_64_before_token() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let dir = token.dir.path().join("pki");
+    std::fs::create_dir(&dir).expect("creates");
+    make_ca(&dir, "ca");
+    make_ca(&dir, "other-ca");
+    issue(
+        &dir,
+        "ca",
+        "server",
+        "/CN=localhost",
+        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    );
+    let config = token.config();
+    let original = std::fs::read_to_string(&config).expect("config readable");
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let mismatch = "server.tls: the PEM files are not a valid TLS identity and CA: transport \
+                    error: keys may not be consistent: KeyMismatch"
+        .to_owned();
+    let missing = format!(
+        "server.tls.key_file: {} does not exist",
+        dir.join("missing.key").display()
+    );
+
+    for (key_file, problem) in [("other-ca.key", mismatch), ("missing.key", missing)] {
+        std::fs::write(
+            &config,
+            format!(
+                "{original}\n[server.tls]\ncert_file = \"{0}/server.pem\"\n\
+                 key_file = \"{0}/{key_file}\"\nclient_ca_file = \"{0}/ca.pem\"\n",
+                dir.display()
+            ),
+        )
+        .expect("config writable");
+        let expected = format!(
+            "error: invalid configuration in {}:\n  - {problem}\n",
+            config.display()
+        );
+
+        let served = run_until_exit(&token, &serve);
+        assert_eq!(String::from_utf8_lossy(&served.stderr), expected);
+        assert_eq!(served.status.code(), Some(64), "{key_file}");
+
+        let checked = run_until_exit(&token, &["config", "check"]);
+        assert_eq!(String::from_utf8_lossy(&checked.stderr), expected);
+        assert_eq!(checked.status.code(), Some(64), "{key_file}");
+    }
+}

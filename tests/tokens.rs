@@ -320,6 +320,39 @@ fn config_without_module_exits_64() {
     );
 }
 
+/// `[hsm.module_env]` is checked before it is set and the module loads:
+/// a name that the operating system rejects and an empty value exit 64.
+#[test]
+fn unusable_module_env_exits_64() {
+    let token = TestToken::without_key();
+    let dir = token.dir.path();
+    let config = dir.join("module-env.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hsm]\nmodule = \"{}\"\n[hsm.module_env]\n\"A=B\" = \"x\"\n\
+             SOFTHSM2_CONF = \"\"\n",
+            module_of(&token)
+        ),
+    )
+    .expect("written");
+    let config = config.to_str().expect("UTF-8");
+
+    let output = hallmark(&["tokens", "list", "--config", config], &[]);
+
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "error: invalid configuration in {config}:\n  - hsm.module_env: \"A=B\" is not an \
+             environment variable name: it must not be empty or contain \"=\" or a NUL \
+             character\n  - hsm.module_env.SOFTHSM2_CONF: the value is empty; set a value or \
+             remove the key\n"
+        )
+    );
+    assert_eq!(output.status.code(), Some(EXIT_CONFIG));
+    assert_eq!(stdout(&output), "");
+}
+
 /// Without a configuration file, `HALLMARK_PKCS11_MODULE` names the
 /// module, and the module's own environment comes from the shell.
 #[test]

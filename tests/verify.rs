@@ -797,3 +797,29 @@ fn verify_command_exit_codes() {
         ]
     );
 }
+
+/// A reader that closes stdout early does not change the verdict: the
+/// outputs are still verified, and the exit code says that one was rejected.
+#[test]
+fn verify_to_closed_stdout_keeps_exit_code() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let keys = dir.path().join("keys.json");
+    std::fs::write(&keys, r#"{"keys": []}"#).expect("writes");
+    let document = dir.path().join("doc.json");
+    std::fs::write(&document, "{\"output\": {}}\nnot json\n").expect("writes");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_hallmark"))
+        .args(["verify", "--keys"])
+        .args([&keys, &document])
+        .stdout(writer)
+        .output()
+        .expect("hallmark runs");
+
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "2 of 2 signed outputs rejected\n"
+    );
+    assert_eq!(output.status.code(), Some(1));
+}

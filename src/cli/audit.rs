@@ -11,7 +11,7 @@ use serde_json::json;
 use super::client::Target;
 use super::input::EXIT_NO_INPUT;
 use super::verify::fetch_list_keys;
-use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
+use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE, output};
 use crate::audit::check::{self, ChainStart, CheckError, CheckReport};
 use crate::audit::{Body, Record};
 use crate::verify::algorithm::Algorithm;
@@ -81,7 +81,7 @@ pub struct FindArgs {
 
 /// Runs an `audit` subcommand.
 pub fn run(command: &AuditCommand) -> ExitCode {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = output::Stdout::lock();
     let code = match command {
         AuditCommand::Verify(args) => verify(args, &mut stdout),
         AuditCommand::Find(args) => find(args, &mut stdout),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use super::{ConfigArgs, EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE, hsm_exit_code};
+use super::{ConfigArgs, EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE, hsm_exit_code, output};
 use crate::bench::{self, Audit, BenchError, Plan, Report};
 use crate::config::{Config, MAX_MAX_BATCH};
 
@@ -100,7 +100,9 @@ pub fn run(args: &BenchArgs, config: &Config) -> ExitCode {
         Ok(report) => report,
         Err(error) => return report_error(&error),
     };
-    print!("{}", report.table());
+    // The JSON file is written even when the table cannot be, so that the
+    // measurements are kept.
+    let printed = output::print(&report.table());
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
@@ -108,6 +110,9 @@ pub fn run(args: &BenchArgs, config: &Config) -> ExitCode {
         && let Err(error) = write_json(&report, path)
     {
         return report_error(&error);
+    }
+    if let Err(code) = printed {
+        return code;
     }
     let failed: u64 = report
         .keys

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Cli, EXIT_CONFIG, SettingsArgs};
+use super::{Cli, EXIT_CONFIG, SettingsArgs, output};
 use crate::config::{self, Depth, ProcessEnv};
 
 /// Configuration commands.
@@ -36,8 +36,10 @@ fn check(args: &SettingsArgs, cli: &Cli) -> ExitCode {
     let overrides = args.overrides(cli);
     match config::load_to_depth(path, &ProcessEnv, &overrides, Depth::Files) {
         Ok(_) => {
-            println!("{}: the configuration is valid", path.display());
-            ExitCode::SUCCESS
+            match output::print(&format!("{}: the configuration is valid\n", path.display())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
         }
         Err(error) => {
             eprintln!("error: {error}");
@@ -52,8 +54,10 @@ fn print(args: &SettingsArgs, cli: &Cli) -> ExitCode {
     match config::load(path, &ProcessEnv, &overrides) {
         Ok(loaded) => {
             let rust_log = super::logging::rust_log_directives();
-            print!("{}", config::render(&loaded, path, rust_log.as_deref()));
-            ExitCode::SUCCESS
+            match output::print(&config::render(&loaded, path, rust_log.as_deref())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
         }
         Err(error) => {
             eprintln!("error: {error}");

@@ -8,10 +8,12 @@ mod client;
 pub mod config;
 mod input;
 pub mod logging;
+mod output;
 pub mod sign;
 pub mod tokens;
 pub mod verify;
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -290,10 +292,21 @@ impl Cli {
 }
 
 /// Loads the configuration named by the command, or returns `None` for a
-/// command that reads none.
+/// command that reads none. For `serve`, this also reads the TLS files, so
+/// that a problem with them exits 64 before the token is opened, with the
+/// reason that `config check` gives.
 pub fn load_config(cli: &Cli) -> Option<Result<Config, ConfigError>> {
     let (path, overrides) = cli.config_source()?;
-    Some(settings::load(path, &settings::ProcessEnv, &overrides))
+    let depth = match cli.command {
+        Command::Serve(_) => settings::Depth::TlsFiles,
+        _ => settings::Depth::Values,
+    };
+    Some(settings::load_to_depth(
+        path,
+        &settings::ProcessEnv,
+        &overrides,
+        depth,
+    ))
 }
 
 /// Runs a `keys` subcommand. These are short, blocking administrative
@@ -358,15 +371,20 @@ fn configured<'a>(
 /// Prints one line per change, or `idle` when there was none.
 fn report_transitions(result: Result<Vec<keys::Transition>, HsmError>, idle: &str) -> ExitCode {
     match result {
-        Ok(done) if done.is_empty() => {
-            println!("{idle}");
-            ExitCode::SUCCESS
-        }
         Ok(done) => {
-            for transition in done {
-                println!("{transition}");
+            let written = output::write_with(|out| {
+                if done.is_empty() {
+                    writeln!(out, "{idle}")?;
+                }
+                for transition in done {
+                    writeln!(out, "{transition}")?;
+                }
+                Ok(())
+            });
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(code) => code,
             }
-            ExitCode::SUCCESS
         }
         Err(error @ HsmError::NotFound { .. }) => {
             logging::error(&format_args!(
@@ -404,8 +422,20 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
         Ok(snapshot) => snapshot,
         Err(error) => return report_hsm(&error),
     };
+    if let Err(code) = output::write_with(|out| write_versions(out, &snapshot, json)) {
+        return code;
+    }
+    for problem in snapshot.problems() {
+        eprintln!("warning: {problem}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes the versions of `snapshot` as a table, or as JSON lines.
+fn write_versions(out: &mut dyn Write, snapshot: &keys::Snapshot, json: bool) -> io::Result<()> {
     if !json {
-        println!(
+        writeln!(
+            out,
             "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20} {:<20}",
             "NAME",
             "VERSION",
@@ -416,7 +446,7 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
             "ACTIVATES",
             "ROTATES",
             "VERIFY UNTIL"
-        );
+        )?;
     }
     for version in snapshot.versions() {
         let created = prost_types::Timestamp::from(version.created_at).to_string();
@@ -439,9 +469,10 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
                 "rotates_at": rotates,
                 "verify_until": until,
             });
-            println!("{line}");
+            writeln!(out, "{line}")?;
         } else {
-            println!(
+            writeln!(
+                out,
                 "{:<16} {:>7} {:<8} {:<44} {:>5} {:<20} {:<20} {:<20} {:<20}",
                 version.name.as_str(),
                 version.version,
@@ -452,13 +483,10 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
                 activates,
                 rotates,
                 until
-            );
+            )?;
         }
     }
-    for problem in snapshot.problems() {
-        eprintln!("warning: {problem}");
-    }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// Prints an HSM error and returns the matching exit code.

@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 
 use super::client::{ENV_TARGET, Target, block_on};
 use super::input::{EXIT_DATA, Input, read_documents};
-use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
+use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE, output};
 use crate::canon::{Profile, canonicalize};
 use crate::config::{DEFAULT_LISTEN, parse_duration};
 use crate::pb;
@@ -189,8 +189,13 @@ async fn sign_all(
         EncodingArg::Der => SignatureEncoding::Der,
         EncodingArg::P1363 => SignatureEncoding::P1363,
     };
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = output::Stdout::lock();
     for ((line, text), message) in manifests.iter().zip(messages) {
+        // Once the reader has closed stdout, nobody can receive another
+        // signed output, so no more signatures are requested.
+        if stdout.is_closed() {
+            break;
+        }
         let mut signed = sign_one(&mut client, &key_name, &hashes, message, encoding).await;
         // A rotation can move the key to an algorithm with another hash;
         // the server then rejects the digest, so look the hash up again.

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_CONFIG, logging, report_hsm};
+use super::{EXIT_CONFIG, logging, output, report_hsm};
 use crate::config::{self, ENV_CONFIG, Overrides, Pkcs11Uri, ProcessEnv};
 use crate::hsm::{HsmError, SlotEntry, list_slots};
 
@@ -117,14 +117,18 @@ pub fn run(command: &TokensCommand, target: &Target) -> ExitCode {
         }
         Err(error) => return report_hsm(&error),
     };
-    if args.json {
-        for slot in &slots {
-            println!("{}", json_line(slot, target));
-        }
+    let text = if args.json {
+        slots
+            .iter()
+            .map(|slot| format!("{}\n", json_line(slot, target)))
+            .collect()
     } else {
-        print!("{}", table(&slots));
+        table(&slots)
+    };
+    match output::print(&text) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
-    ExitCode::SUCCESS
 }
 
 /// Formats the slots as a table with a header row and aligned columns.

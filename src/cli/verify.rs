@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::client::{Target, block_on};
 use super::input::{Input, read_documents};
-use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE};
+use super::{EXIT_CONFIG, EXIT_IO, EXIT_UNAVAILABLE, output};
 use crate::config::parse_duration;
 use crate::pb;
 use crate::verify::algorithm::Algorithm;
@@ -79,7 +79,9 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
         Ok(documents) => documents,
         Err(exit) => return exit,
     };
-    let mut stdout = std::io::stdout().lock();
+    // Verification goes on after the reader closes stdout, because the
+    // exit code reports whether every output was verified.
+    let mut stdout = output::Stdout::lock();
     let mut rejected = 0;
     for (line, text) in &documents {
         let result = verifier.verify(text);
@@ -92,7 +94,10 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
             return ExitCode::from(EXIT_IO);
         }
     }
-    let _ = stdout.flush();
+    if let Err(error) = stdout.flush() {
+        eprintln!("error: cannot write the verdicts: {error}");
+        return ExitCode::from(EXIT_IO);
+    }
     if rejected > 0 {
         eprintln!("{rejected} of {} signed outputs rejected", documents.len());
         return ExitCode::from(EXIT_REJECTED);

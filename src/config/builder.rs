@@ -16,14 +16,19 @@ use super::{
     MIN_REFRESH_INTERVAL, NotUnicode, Overrides, TlsFiles, files, format_duration, parse_duration,
 };
 
-/// How much of the outside world loading looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How much of the outside world loading looks at. Each depth checks what
+/// the one before it checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Depth {
     /// Check the values, and read the PIN, which the token needs.
     Values,
+    /// Also read the TLS files and build the TLS settings from them, as
+    /// `serve` does, so that `serve` reports an unusable certificate or key
+    /// before it opens the token.
+    TlsFiles,
     /// Also check that every file and directory that `serve` uses exists
     /// and is readable, or writable where `serve` writes: the module, the
-    /// TLS files, the audit directory and the Unix socket's directory.
+    /// audit directory and the Unix socket's directory.
     Files,
 }
 
@@ -171,7 +176,7 @@ impl<'a> Builder<'a> {
 
     /// Checks the text of `key` when the file set it. [`Builder::pick`]
     /// has checked that of the other layers.
-    fn checked_file_text(&mut self, key: &str, text: &str) -> bool {
+    pub(super) fn checked_file_text(&mut self, key: &str, text: &str) -> bool {
         let source = self.sources.get(key);
         if source != Source::File {
             return true;
@@ -417,7 +422,7 @@ impl<'a> Builder<'a> {
                 return None;
             };
             let path = self.base_dir.join(path);
-            if self.depth == Depth::Files
+            if self.depth >= Depth::TlsFiles
                 && let Err(error) = files::check_readable(&path)
             {
                 self.problem(format!("{key}: {error}"));
@@ -433,9 +438,9 @@ impl<'a> Builder<'a> {
             client_ca: client_ca?,
         };
         // Parse the files only when all three could be read.
-        if self.depth == Depth::Files
+        if self.depth >= Depth::TlsFiles
             && self.problems.len() == problems_before
-            && let Err(error) = files::check_tls(&files)
+            && let Err(error) = files::server_tls(&files)
         {
             self.problem(format!("server.tls: {error}"));
         }

@@ -116,25 +116,27 @@ pub(super) fn check_socket_path(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Builds the TLS settings from the PEM files as `serve` does, which parses
-/// the certificates and the key. Checks only readable files: the caller
-/// reports unreadable ones.
-pub(super) fn check_tls(files: &TlsFiles) -> Result<(), String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|error| error.to_string());
+/// Reads the PEM files and builds the server's TLS settings from them. The
+/// settings are tried on a server builder, as `serve` uses them, so that a
+/// key that does not match its certificate is reported here.
+pub(super) fn server_tls(files: &TlsFiles) -> Result<ServerTlsConfig, String> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))
+    };
     let identity = Identity::from_pem(read(&files.cert)?, read(&files.key)?);
     let client_ca = Certificate::from_pem(read(&files.client_ca)?);
     let settings = ServerTlsConfig::new()
         .identity(identity)
         .client_ca_root(client_ca);
     Server::builder()
-        .tls_config(settings)
-        .map(drop)
+        .tls_config(settings.clone())
         .map_err(|error| {
             format!(
                 "the PEM files are not a valid TLS identity and CA: {}",
                 chain(&error)
             )
-        })
+        })?;
+    Ok(settings)
 }
 
 /// Returns an error's message followed by those of its sources.

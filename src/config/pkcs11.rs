@@ -1,6 +1,7 @@
 //! The `[hsm]` table: the module, the token and the PIN, from separate keys
 //! or from one `hsm.uri`, but never both for the same value.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::builder::{Builder, Depth, parse_count};
@@ -56,6 +57,7 @@ impl Separate {
 /// checking the rest of the file.
 pub(super) struct ModuleOnly {
     pub(super) module: Option<PathBuf>,
+    pub(super) module_env: BTreeMap<String, String>,
 }
 
 impl Builder<'_> {
@@ -123,27 +125,7 @@ impl Builder<'_> {
         let pin_file = self.combine("hsm.pin_file", uri.pin_file.clone(), separate.pin_file);
         let pin = self.pin(pin_file, uri_invalid);
         let module_env = raw.module_env;
-        for (name, value) in &module_env {
-            self.sources
-                .set(format!("hsm.module_env.{name}"), Source::File);
-            // The operating system refuses such a variable, and setting it
-            // would fail after the configuration was accepted.
-            if name.is_empty() || name.contains(['=', '\0']) {
-                self.invalid(
-                    "hsm.module_env",
-                    format!(
-                        "{name:?} is not an environment variable name: it must not be empty \
-                         or contain \"=\" or a NUL character"
-                    ),
-                );
-            } else if value.contains('\0') {
-                self.invalid(
-                    &format!("hsm.module_env.{name}"),
-                    "the value contains a NUL character, which an environment variable \
-                     cannot hold",
-                );
-            }
-        }
+        self.check_module_env(&module_env);
         let (pin, pin_source) = pin?;
         Some(HsmConfig {
             module: module?,
@@ -191,7 +173,41 @@ impl Builder<'_> {
             self.overlap("hsm.module", "module-path", "the module");
         }
         let module = uri_module.map(|path| self.base_dir.join(path)).or(separate);
-        ModuleOnly { module }
+        self.check_module_env(&raw.module_env);
+        ModuleOnly {
+            module,
+            module_env: raw.module_env,
+        }
+    }
+
+    /// Checks the variables of `hsm.module_env`, which are set in the
+    /// process before the module loads, and records their source.
+    fn check_module_env(&mut self, module_env: &BTreeMap<String, String>) {
+        for (name, value) in module_env {
+            let key = format!("hsm.module_env.{name}");
+            self.sources.set(key.clone(), Source::File);
+            // The operating system refuses such a variable, and setting it
+            // would fail after the configuration was accepted.
+            if name.is_empty() || name.contains(['=', '\0']) {
+                self.invalid(
+                    "hsm.module_env",
+                    format!(
+                        "{name:?} is not an environment variable name: it must not be empty \
+                         or contain \"=\" or a NUL character"
+                    ),
+                );
+            } else if value.contains('\0') {
+                self.invalid(
+                    &key,
+                    "the value contains a NUL character, which an environment variable \
+                     cannot hold",
+                );
+            } else {
+                // An empty or padded value is rejected, as every other
+                // string value is, rather than passed to the module.
+                self.checked_file_text(&key, value);
+            }
+        }
     }
 
     /// Reads `hsm.uri` from its layers. Returns the text and, when it is

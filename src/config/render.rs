@@ -353,8 +353,13 @@ fn comment(text: &str) -> String {
         .collect()
 }
 
+/// Writes a path as a TOML string, made absolute against the working
+/// directory. A loaded relative path is relative to the working directory,
+/// but read back from a saved output it would be relative to the directory
+/// of that file.
 fn path(value: &Path) -> String {
-    string(&value.to_string_lossy())
+    let absolute = std::path::absolute(value).unwrap_or_else(|_| value.to_owned());
+    string(&absolute.to_string_lossy())
 }
 
 /// Writes a table or field name bare when TOML allows it, else quoted.

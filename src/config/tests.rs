@@ -881,6 +881,50 @@ fn file_depth_parses_tls_files() {
     );
 }
 
+/// `serve` loads to [`Depth::TlsFiles`]: the TLS files are read and
+/// parsed, and the module and audit directory are left to start-up.
+#[test]
+fn tls_depth_checks_only_tls_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path();
+    for name in ["pin", "cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(base.join(name), "1234").expect("written");
+    }
+    std::fs::write(base.join("audit"), "a file").expect("written");
+    let text = r#"
+        [server.tls]
+        cert_file = "cert.pem"
+        key_file = "key.pem"
+        client_ca_file = "missing-ca.pem"
+        [hsm]
+        module = "missing.so"
+        token_label = "t"
+        pin_file = "pin"
+        [audit]
+        directory = "audit"
+        [keys.default]
+    "#;
+    let depth = Depth::TlsFiles;
+    let problems = parse_to_depth(text, base, &env(&[]), &Overrides::default(), depth)
+        .expect_err("the CA file is missing");
+    assert_eq!(
+        problems,
+        [format!(
+            "server.tls.client_ca_file: {} does not exist",
+            base.join("missing-ca.pem").display()
+        )]
+    );
+
+    let text = text.replace("missing-ca.pem", "ca.pem");
+    let problems = parse_to_depth(&text, base, &env(&[]), &Overrides::default(), depth)
+        .expect_err("the PEM files hold no PEM");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("server.tls: the PEM files are not a valid TLS identity and CA"),
+        "{problems:?}"
+    );
+}
+
 #[test]
 fn module_alone_loads_without_a_token() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -910,6 +954,42 @@ fn module_alone_loads_without_a_token() {
             "hsm.module is missing: set it to the PKCS#11 library path (or set \
              HALLMARK_PKCS11_MODULE, or module-path in hsm.uri), or give --module"
         ]
+    );
+}
+
+#[test]
+fn config_file_size_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let table = "[hsm]\nmodule = \"/opt/p11.so\"\n";
+    let limit = usize::try_from(MAX_CONFIG_BYTES).expect("fits");
+    let mut text = format!("{table}#");
+    text.push_str(&"x".repeat(limit - text.len()));
+    std::fs::write(&path, &text).expect("written");
+
+    let (module, _) = load_module(&path, &env(&[]), &Overrides::default()).expect("read whole");
+    assert_eq!(module, PathBuf::from("/opt/p11.so"));
+
+    text.push('x');
+    std::fs::write(&path, &text).expect("written");
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("too large");
+    assert_eq!(
+        error.problems,
+        [format!(
+            "{} is larger than the maximum of 1 MiB for a configuration file; point --config or \
+             HALLMARK_CONFIG at the configuration file",
+            path.display()
+        )]
+    );
+
+    let error = load(dir.path(), &env(&[]), &Overrides::default()).expect_err("a directory");
+    assert_eq!(
+        error.problems,
+        [format!(
+            "{} is a directory, but the configuration must be a regular file; point --config or \
+             HALLMARK_CONFIG at the configuration file",
+            dir.path().display()
+        )]
     );
 }
 
@@ -1043,6 +1123,53 @@ fn module_environment_must_be_settable() {
             .iter()
             .any(|p| p.contains("the value contains a NUL character")),
         "{problems:?}"
+    );
+}
+
+/// Values in `[hsm.module_env]` get the empty and whitespace check of
+/// every other string value, also when `tokens list` reads only the module.
+#[test]
+fn module_environment_values_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let table = "[hsm.module_env]\nEMPTY = \"\"\nPADDED = \" /etc/s.conf\"\n\
+                 \"TAB.NAME\" = \"/etc/s.conf\\t\"\nGOOD = \"/etc/s.conf\"\n";
+    let expected = [
+        "hsm.module_env.EMPTY: the value is empty; set a value or remove the key",
+        "hsm.module_env.PADDED: \" /etc/s.conf\" starts or ends with whitespace; remove it",
+        "hsm.module_env.TAB.NAME: \"/etc/s.conf\\t\" starts or ends with whitespace; remove \
+         it",
+    ];
+
+    let problems =
+        parse_with(&format!("{MINIMAL}\n{table}"), &[], &Overrides::default()).expect_err("bad");
+    assert_eq!(problems, expected);
+
+    std::fs::write(&path, format!("[hsm]\nmodule = \"/lib/p11.so\"\n{table}")).expect("written");
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("bad");
+    assert_eq!(error.problems, expected);
+}
+
+/// `tokens list` sets `[hsm.module_env]` before it loads the module, so an
+/// unusable variable name is rejected there too.
+#[test]
+fn module_only_rejects_unsettable_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hallmark.toml");
+    let text = "[hsm]\nmodule = \"/lib/p11.so\"\n[hsm.module_env]\n\"A=B\" = \"x\"\n\
+                GOOD = \"a\\u0000b\"\n";
+    std::fs::write(&path, text).expect("written");
+
+    let error = load_module(&path, &env(&[]), &Overrides::default()).expect_err("bad");
+
+    assert_eq!(
+        error.problems,
+        [
+            "hsm.module_env: \"A=B\" is not an environment variable name: it must not be empty \
+             or contain \"=\" or a NUL character",
+            "hsm.module_env.GOOD: the value contains a NUL character, which an environment \
+             variable cannot hold",
+        ]
     );
 }
 
