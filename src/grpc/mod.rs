@@ -108,13 +108,14 @@ impl SignerApi {
         }
     }
 
-    /// Runs a signing request's `work` in a task of its own, and returns
-    /// its result.
+    /// Runs a signing request's `work` to the end, and returns its result.
     ///
-    /// tonic drops the handler's future when the client cancels or its
-    /// deadline passes. The task still runs to the end and records
-    /// whatever the token did; the flag that `work` receives turns true
-    /// once the client no longer waits for the response.
+    /// While the client waits, the work runs in the handler's own task, so
+    /// a request costs no extra task and no extra wake-up. tonic drops the
+    /// handler's future when the client cancels or its deadline passes.
+    /// The work then moves to a task of its own, which runs it to the end
+    /// and records whatever the token did. The flag that `work` receives
+    /// turns true once the client no longer waits for the response.
     async fn run_to_end<T, F, Fut>(&self, rpc: &'static str, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
@@ -126,17 +127,15 @@ impl SignerApi {
         let inner = Arc::clone(&self.inner);
         let slot = inner.task_slot()?;
         let running = work(inner, client_gone);
-        let task = tokio::spawn(
-            async move {
-                let _slot = slot;
-                running.await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        let result = match task.await {
+        let result = match (Detaching::new(async move {
+            let _slot = slot;
+            running.await
+        }))
+        .await
+        {
             Ok(result) => result,
-            Err(error) => {
-                error!(%error, rpc, "the request's task failed");
+            Err(Panicked) => {
+                error!(rpc, "the request's work panicked");
                 Err(Status::internal("the request failed inside the service"))
             }
         };
@@ -660,6 +659,78 @@ impl pb::signer_service_server::SignerService for SignerApi {
     }
 }
 
+/// A request's work, polled in the handler's task until the handler is
+/// dropped. Dropped before the work finishes, it spawns the rest of the
+/// work as a task of its own, in the request's span, so the work always
+/// runs to the end.
+struct Detaching<Fut: std::future::Future + Send + 'static> {
+    work: Option<std::pin::Pin<Box<Fut>>>,
+    span: tracing::Span,
+}
+
+/// The work panicked; the panic was caught and the work dropped.
+#[derive(Debug)]
+struct Panicked;
+
+impl<Fut: std::future::Future + Send + 'static> Detaching<Fut> {
+    fn new(work: Fut) -> Self {
+        Self {
+            work: Some(Box::pin(work)),
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl<Fut> std::future::Future for Detaching<Fut>
+where
+    Fut: std::future::Future + Send + 'static,
+{
+    type Output = Result<Fut::Output, Panicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        use std::task::Poll;
+        // A finished future is not polled again, but if it were, it would
+        // report nothing rather than panic.
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Pending;
+        };
+        // A panic in the work fails this request with INTERNAL, as a
+        // panicking task would, and leaves the connection open.
+        let polled = catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                self.work = None;
+                Poll::Ready(Ok(output))
+            }
+            Err(_) => {
+                self.work = None;
+                Poll::Ready(Err(Panicked))
+            }
+        }
+    }
+}
+
+impl<Fut: std::future::Future + Send + 'static> Drop for Detaching<Fut> {
+    fn drop(&mut self) {
+        // Outside a runtime, as while the runtime itself shuts down,
+        // nothing could run the work, and it is dropped with the handler.
+        if let (Some(work), Ok(runtime)) = (self.work.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(
+                async move {
+                    work.await;
+                }
+                .instrument(self.span.clone()),
+            );
+        }
+    }
+}
+
 /// Sets its flag when dropped, unless emptied first.
 struct SetOnDrop(Option<watch::Sender<bool>>);
 
@@ -824,5 +895,51 @@ fn state_message(state: KeyState) -> pb::KeyState {
         KeyState::Active => pb::KeyState::Active,
         KeyState::Retired => pb::KeyState::Retired,
         KeyState::Revoked => pb::KeyState::Revoked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::{Detaching, Panicked};
+
+    #[tokio::test]
+    async fn finished_work_returns_its_output() {
+        let output = Detaching::new(async { 7 }).await;
+        assert!(matches!(output, Ok(7)));
+    }
+
+    #[tokio::test]
+    async fn panicking_work_is_reported() {
+        let output = Detaching::new(async {
+            panic!("injected");
+        })
+        .await;
+        assert!(matches!(output, Err(Panicked)));
+    }
+
+    #[tokio::test]
+    async fn dropped_work_runs_to_the_end() {
+        let (started_tx, started) = oneshot::channel();
+        let (release_tx, release) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let handler = tokio::spawn(Detaching::new(async move {
+            started_tx.send(()).expect("test waits");
+            release.await.expect("test releases");
+            done_tx.send(42).expect("test waits");
+        }));
+        started.await.expect("work started");
+        // The handler goes away, as tonic drops it when the client
+        // cancels; the work goes on in a task of its own.
+        handler.abort();
+        assert!(handler.await.expect_err("aborted").is_cancelled());
+        release_tx.send(()).expect("work still waits");
+        let finished = tokio::time::timeout(Duration::from_secs(5), done)
+            .await
+            .expect("work finished in time");
+        assert_eq!(finished.expect("work sent its result"), 42);
     }
 }
