@@ -17,6 +17,17 @@
 //! Neither reaches PKCS#11. Building with `default-features = false` leaves
 //! out the `server` feature and everything above that needs it.
 
+/// Writes a line to stderr as `eprintln!` does, but carries on when stderr
+/// is closed or fails, as when the reader of `2>&1 | head -1` has exited.
+/// `eprintln!` panics then, which would turn any exit code into 101.
+#[cfg(feature = "server")]
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(feature = "server")]
 pub mod audit;
 #[cfg(feature = "server")]

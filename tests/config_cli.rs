@@ -880,6 +880,25 @@ fn closed_stdout_exits_quietly() {
     assert_eq!(states, ["retired", "active"], "{}", stdout(&listed));
 }
 
+/// A reader that closes stderr early, as `2>&1 | head -1` can, loses the
+/// error line but not the exit code.
+#[test]
+fn closed_stderr_keeps_exit_code() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("missing.toml");
+    for command in [["config", "check"], ["keys", "list"], ["tokens", "list"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut args = command.to_vec();
+        args.extend(["--config", path_text(&missing)]);
+        let output = hallmark_command(&args, [])
+            .stderr(writer)
+            .output()
+            .expect("hallmark runs");
+        assert_eq!(output.status.code(), Some(EXIT_CONFIG), "{args:?}");
+    }
+}
+
 /// Any other write error is reported, with exit code 74.
 #[test]
 fn full_stdout_exits_74() {

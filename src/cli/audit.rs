@@ -97,7 +97,7 @@ fn verify(args: &VerifyArgs, out: &mut dyn Write) -> u8 {
                 None => keys,
             }),
             Err((error, code)) => {
-                eprintln!("error: {error}");
+                stderr_line!("error: {error}");
                 return code;
             }
         },
@@ -116,7 +116,7 @@ fn verify(args: &VerifyArgs, out: &mut dyn Write) -> u8 {
             (report_json(&report), 0)
         }
         Err(CheckError::Broken(broken)) => {
-            eprintln!("error: broken audit log: {broken}");
+            stderr_line!("error: broken audit log: {broken}");
             let summary = json!({
                 "status": "broken",
                 "file": broken.file.display().to_string(),
@@ -127,7 +127,7 @@ fn verify(args: &VerifyArgs, out: &mut dyn Write) -> u8 {
             (summary, EXIT_BROKEN)
         }
         Err(error @ CheckError::Unreadable { .. }) => {
-            eprintln!("error: {error}");
+            stderr_line!("error: {error}");
             return EXIT_NO_INPUT;
         }
     };
@@ -185,20 +185,20 @@ fn report_json(report: &CheckReport) -> serde_json::Value {
 /// Prints to standard error what an intact log still leaves unproven.
 fn print_notes(report: &CheckReport, keys_given: bool) {
     if let Some((path, line)) = &report.unterminated_tail {
-        eprintln!(
+        stderr_line!(
             "note: {} line {line} is unterminated, from a crash or a write in progress; it \
              was skipped",
             path.display()
         );
     }
     if !keys_given && report.checkpoints > 0 {
-        eprintln!(
+        stderr_line!(
             "note: {} checkpoint signatures were not checked; pass --keys to check them",
             report.checkpoints
         );
     }
     if report.records == 0 {
-        eprintln!(
+        stderr_line!(
             "note: the files hold no records; files that were emptied or replaced by empty \
              ones look the same"
         );
@@ -206,10 +206,10 @@ fn print_notes(report: &CheckReport, keys_given: bool) {
     let last = report.last_seq.unwrap_or(0);
     match report.last_verified_checkpoint {
         _ if !keys_given => {}
-        None if report.records > 0 => eprintln!(
+        None if report.records > 0 => stderr_line!(
             "note: no checkpoint verified, so records removed from the end would not be detected"
         ),
-        Some(covered) if last > covered => eprintln!(
+        Some(covered) if last > covered => stderr_line!(
             "note: the {} records after seq {covered} are not covered by a verified \
              checkpoint, so removing them would not be detected",
             last - covered
@@ -222,7 +222,7 @@ fn find(args: &FindArgs, out: &mut dyn Write) -> u8 {
     let files = match check::sort_files(&args.files) {
         Ok(files) => files,
         Err(error) => {
-            eprintln!("error: {error}");
+            stderr_line!("error: {error}");
             return EXIT_NO_INPUT;
         }
     };
@@ -240,7 +240,7 @@ fn find(args: &FindArgs, out: &mut dyn Write) -> u8 {
             warn_skipped(path, number, &problem);
         };
         if let Err(error) = check::read_records(path, found, invalid) {
-            eprintln!("error: cannot read {}: {error}", path.display());
+            stderr_line!("error: cannot read {}: {error}", path.display());
             return EXIT_NO_INPUT;
         }
     }
@@ -248,14 +248,14 @@ fn find(args: &FindArgs, out: &mut dyn Write) -> u8 {
         return EXIT_IO;
     }
     if skipped > 0 {
-        eprintln!("{skipped} lines were not audit records and were skipped");
+        stderr_line!("{skipped} lines were not audit records and were skipped");
         return EXIT_BROKEN;
     }
     0
 }
 
 fn warn_skipped(path: &Path, number: usize, problem: &str) {
-    eprintln!(
+    stderr_line!(
         "warning: {} line {number} is not an audit record and was skipped: {problem}",
         path.display()
     );

@@ -104,7 +104,7 @@ pub fn run(args: &BenchArgs, config: &Config) -> ExitCode {
     // measurements are kept.
     let printed = output::print(&report.table());
     for warning in &report.warnings {
-        eprintln!("warning: {warning}");
+        stderr_line!("warning: {warning}");
     }
     if let Some(path) = &args.json
         && let Err(error) = write_json(&report, path)
@@ -121,7 +121,7 @@ pub fn run(args: &BenchArgs, config: &Config) -> ExitCode {
         .map(|configuration| configuration.errors)
         .sum();
     if failed > 0 {
-        eprintln!("error: {failed} requests failed; the table counts them under errors");
+        stderr_line!("error: {failed} requests failed; the table counts them under errors");
         return ExitCode::from(EXIT_REQUESTS_FAILED);
     }
     ExitCode::SUCCESS
@@ -207,7 +207,7 @@ fn write_json(report: &Report, path: &std::path::Path) -> Result<(), BenchError>
 
 /// Prints a bench error and returns its exit code.
 fn report_error(error: &BenchError) -> ExitCode {
-    eprintln!("error: {error}");
+    stderr_line!("error: {error}");
     let code = match error {
         BenchError::Config(_) | BenchError::Key(_) => EXIT_CONFIG,
         BenchError::Hsm(hsm) => hsm_exit_code(hsm),

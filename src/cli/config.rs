@@ -42,7 +42,7 @@ fn check(args: &SettingsArgs, cli: &Cli) -> ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            stderr_line!("error: {error}");
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -60,7 +60,7 @@ fn print(args: &SettingsArgs, cli: &Cli) -> ExitCode {
             }
         }
         Err(error) => {
-            eprintln!("error: {error}");
+            stderr_line!("error: {error}");
             ExitCode::from(EXIT_CONFIG)
         }
     }

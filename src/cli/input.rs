@@ -56,15 +56,15 @@ pub fn read_documents(input: &Input) -> Result<Vec<(usize, String)>, ExitCode> {
     };
     if let Err(error) = read {
         if error.kind() == std::io::ErrorKind::InvalidData {
-            eprintln!("error: {input} is not UTF-8 text");
+            stderr_line!("error: {input} is not UTF-8 text");
             return Err(ExitCode::from(EXIT_DATA));
         }
-        eprintln!("error: cannot read {input}: {error}");
+        stderr_line!("error: cannot read {input}: {error}");
         return Err(ExitCode::from(EXIT_NO_INPUT));
     }
     let documents = split_documents(&text);
     if documents.is_empty() {
-        eprintln!("error: {input} contains no JSON documents");
+        stderr_line!("error: {input} contains no JSON documents");
         return Err(ExitCode::from(EXIT_DATA));
     }
     Ok(documents)

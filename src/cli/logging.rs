@@ -48,7 +48,7 @@ pub fn is_json() -> bool {
 /// that `off` does not hide why the command failed.
 pub fn error(message: &dyn Display) {
     if !is_json() {
-        eprintln!("error: {message}");
+        stderr_line!("error: {message}");
         return;
     }
     let subscriber = tracing_subscriber::fmt()

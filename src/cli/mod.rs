@@ -426,7 +426,7 @@ fn list(token: &Token, config: &Config, json: bool) -> ExitCode {
         return code;
     }
     for problem in snapshot.problems() {
-        eprintln!("warning: {problem}");
+        stderr_line!("warning: {problem}");
     }
     ExitCode::SUCCESS
 }

@@ -110,7 +110,7 @@ pub fn run(args: &SignArgs) -> ExitCode {
     let mut messages = Vec::with_capacity(manifests.len());
     for (line, text) in &manifests {
         if !text.trim_start().starts_with('{') {
-            eprintln!("error: line {line}: a manifest must be a JSON object");
+            stderr_line!("error: line {line}: a manifest must be a JSON object");
             return ExitCode::from(EXIT_DATA);
         }
         let checked = canonicalize(text, profile)
@@ -122,7 +122,7 @@ pub fn run(args: &SignArgs) -> ExitCode {
         match checked {
             Ok(message) => messages.push(message),
             Err(error) => {
-                eprintln!("error: line {line}: the manifest cannot be signed: {error}");
+                stderr_line!("error: line {line}: the manifest cannot be signed: {error}");
                 return ExitCode::from(EXIT_DATA);
             }
         }
@@ -130,7 +130,7 @@ pub fn run(args: &SignArgs) -> ExitCode {
     let target = match Target::parse(&args.target) {
         Ok(target) => target,
         Err(error) => {
-            eprintln!("error: --target {error}");
+            stderr_line!("error: --target {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -144,7 +144,7 @@ pub fn run(args: &SignArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            stderr_line!("error: {}", failure.message);
             ExitCode::from(failure.exit)
         }
     }

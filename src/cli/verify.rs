@@ -63,7 +63,7 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
     let verifier = match build_verifier(args) {
         Ok(verifier) => verifier,
         Err(error) => {
-            eprintln!("error: {error}");
+            stderr_line!("error: {error}");
             return ExitCode::from(match error {
                 SetupError::KeySet(KeySetError::Unavailable { .. }) => EXIT_UNAVAILABLE,
                 SetupError::KeySet(KeySetError::Invalid { .. })
@@ -90,16 +90,16 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
         }
         let report = verdict_json(*line, &result);
         if let Err(error) = writeln!(stdout, "{report}") {
-            eprintln!("error: cannot write the verdicts: {error}");
+            stderr_line!("error: cannot write the verdicts: {error}");
             return ExitCode::from(EXIT_IO);
         }
     }
     if let Err(error) = stdout.flush() {
-        eprintln!("error: cannot write the verdicts: {error}");
+        stderr_line!("error: cannot write the verdicts: {error}");
         return ExitCode::from(EXIT_IO);
     }
     if rejected > 0 {
-        eprintln!("{rejected} of {} signed outputs rejected", documents.len());
+        stderr_line!("{rejected} of {} signed outputs rejected", documents.len());
         return ExitCode::from(EXIT_REJECTED);
     }
     ExitCode::SUCCESS

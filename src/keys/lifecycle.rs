@@ -715,7 +715,7 @@ pub const PAUSE_ENV: &str = "HALLMARK_TEST_PAUSE_AT";
 /// printing a marker line to stderr. Release builds ignore the variable.
 fn pause_point(step: &str) {
     if cfg!(debug_assertions) && std::env::var(PAUSE_ENV).is_ok_and(|v| v == step) {
-        eprintln!("paused at lifecycle step {step}");
+        stderr_line!("paused at lifecycle step {step}");
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
