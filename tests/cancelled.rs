@@ -264,3 +264,77 @@ async fn checkpoints_go_ahead_of_queued_requests() {
         .count();
     assert!(checkpoints_meanwhile >= 2, "{kinds:?}\n{log}");
 }
+
+/// Counts the audit records of kind "sign" by outcome.
+fn audit_outcomes(token: &TestToken) -> std::collections::BTreeMap<String, u64> {
+    let path = token.dir.path().join("audit").join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::new();
+    for record in text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|record| record["kind"] == "sign")
+    {
+        let outcome = record["outcome"].as_str().unwrap_or_default().to_owned();
+        *counts.entry(outcome).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_deadlines_count_under_the_code_the_audit_log_records() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let server = common::TestServer::start(&token);
+    server.wait_serving(Duration::from_secs(30)).await;
+    let mut client = server.client().await;
+    // The header alone, without a client-side timer: the deadline has
+    // passed by the time the server admits each request, so the service
+    // refuses it with DEADLINE_EXCEEDED before it reaches the token.
+    for n in 0..20 {
+        let mut expired = tonic::Request::new(request(&format!("expired-{n}")));
+        expired
+            .metadata_mut()
+            .insert("grpc-timeout", "1n".parse().expect("valid header"));
+        client.sign(expired).await.expect_err("deadline passed");
+    }
+    // tonic's own timer may answer first, and may even answer before the
+    // service sees the request; a request that the service saw is
+    // counted after its record is written.
+    let counted = |body: &str| -> f64 {
+        body.lines()
+            .filter(|line| line.starts_with("hallmark_sign_requests_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let waited = Instant::now() + Duration::from_secs(10);
+    let mut recorded = audit_outcomes(&token);
+    let mut body = server.metrics().await;
+    while (recorded.is_empty() || counted(&body) != recorded.values().sum::<u64>() as f64)
+        && Instant::now() < waited
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        recorded = audit_outcomes(&token);
+        body = server.metrics().await;
+    }
+    assert_eq!(
+        counted(&body),
+        recorded.values().sum::<u64>() as f64,
+        "{recorded:?}"
+    );
+    // The error-rate alert counts DEADLINE_EXCEEDED and leaves CANCELLED
+    // out, so the metric must carry the code the service decided on, the
+    // one in the audit record.
+    for (outcome, count) in &recorded {
+        let series =
+            format!(r#"hallmark_sign_requests_total{{code="{outcome}",key_name="default"}}"#);
+        assert_eq!(
+            common::sample(&body, &series),
+            Some(*count as f64),
+            "audit outcomes {recorded:?}, metrics:\n{}",
+            body.lines()
+                .filter(|line| line.starts_with("hallmark_sign_requests_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
