@@ -191,7 +191,6 @@ impl Inner {
         let deadline = grpc_timeout(request.metadata()).map(|t| outcome.started + t);
         let abandon =
             Abandon::new(deadline, client_gone.clone()).or_when_stopping(self.stopping.subscribe());
-        let gone = || *client_gone.borrow();
         let mut caller = String::new();
         let result = match &validated {
             Ok(params) => {
@@ -203,20 +202,26 @@ impl Inner {
             }
             Err(status) => Err(status.clone()),
         };
+        // The audit record and the metric carry the same code, decided once.
+        let gone = *client_gone.borrow();
+        let code = delivered(
+            result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok),
+            gone,
+        );
         let result = self
             .record(result, |result| {
                 let mut event = audit_event(request.get_ref(), &identity, &caller, result);
-                if gone() {
-                    event.outcome = tonic::Code::Cancelled;
-                }
+                event.outcome = code;
                 vec![event]
             })
             .await;
 
         outcome.code = Some(match &result {
-            _ if gone() => tonic::Code::Cancelled,
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
+            Ok(_) => code,
+            // The record could not be written, so the signature is withheld.
+            Err(status) => delivered(status.code(), gone),
         });
         result
     }
@@ -364,14 +369,15 @@ impl Inner {
             .await;
 
         let codes: Vec<tonic::Code> = match &result {
-            _ if gone => vec![tonic::Code::Cancelled; request.get_ref().items.len().max(1)],
             Ok(response) => response
                 .results
                 .iter()
                 .map(|item| {
-                    item.error
+                    let code = item
+                        .error
                         .as_ref()
-                        .map_or(tonic::Code::Ok, |e| tonic::Code::from(e.code))
+                        .map_or(tonic::Code::Ok, |e| tonic::Code::from(e.code));
+                    delivered(code, gone)
                 })
                 .collect(),
             Err(status) => vec![status.code(); request.get_ref().items.len().max(1)],
@@ -527,6 +533,18 @@ impl Inner {
     }
 }
 
+/// Returns the code that the audit log and the metrics record for a
+/// result with `code`. A signature made for a client that has gone was
+/// never delivered, so it counts as `CANCELLED`. A refusal keeps its own
+/// code: the service decided it whether or not the client still waits.
+fn delivered(code: tonic::Code, gone: bool) -> tonic::Code {
+    if gone && code == tonic::Code::Ok {
+        tonic::Code::Cancelled
+    } else {
+        code
+    }
+}
+
 /// Converts a failed item's status to its wire form.
 fn item_error(status: &Status) -> pb::ItemError {
     pb::ItemError {
@@ -592,11 +610,7 @@ fn batch_events(
             .collect(),
         hash_algorithm,
         request_id: capped(&item.request_id),
-        outcome: if gone {
-            tonic::Code::Cancelled
-        } else {
-            outcome
-        },
+        outcome: delivered(outcome, gone),
     };
     // A batch refused whole gets one record, whatever its size, so that
     // refused batches cannot fill the audit disk faster than refused Sign
