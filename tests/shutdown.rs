@@ -673,3 +673,58 @@ fn key_der(jwks: &Path) -> Vec<u8> {
     use rsa::pkcs8::EncodePublicKey as _;
     public.to_public_key_der().expect("DER").into_vec()
 }
+
+/// The log reader, such as `hallmark serve 2>&1 | tee FILE` or a log
+/// shipper, can go away while the service runs. Logging must not stop the
+/// service: a SIGTERM afterwards still drains, seals the audit log with a
+/// final checkpoint and exits 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_seals_the_audit_log_after_the_log_reader_left() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let mut child = Command::new(HALLMARK)
+        .current_dir(token.dir.path())
+        .args(["serve", "--config"])
+        .arg(token.config())
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("hallmark serve starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let mut grpc_addr = None;
+    for line in lines.by_ref() {
+        let line = line.expect("log line readable");
+        if line.contains("listening") && line.contains("kind=\"grpc\"") {
+            let start = line.find("addr=").expect("addr logged") + "addr=".len();
+            grpc_addr = Some(line[start..].split(' ').next().expect("addr").to_owned());
+        }
+        if line.contains("INFO hallmark::server: serving") {
+            break;
+        }
+    }
+    let grpc_addr = grpc_addr.expect("the gRPC address is logged");
+    let mut client =
+        pb::signer_service_client::SignerServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .expect("connects");
+    client
+        .sign(request("before-the-reader-left"))
+        .await
+        .expect("signs");
+    // The reader closes its end of the pipe.
+    drop(lines);
+    send_signal(child.id(), "TERM");
+    let limit = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait works") {
+            break status;
+        }
+        assert!(Instant::now() < limit, "serve did not stop within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let records = audit_records(&token);
+    let last = records.last().expect("records written");
+    assert_eq!(last["kind"], "checkpoint", "{records:?}");
+    assert_eq!(last["records"], 1, "{last}");
+}
