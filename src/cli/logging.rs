@@ -54,6 +54,7 @@ pub fn error(message: &dyn Display) {
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || tracing::error!("{message}"));
@@ -110,6 +111,7 @@ pub fn init(settings: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match settings.format {
         LogFormat::Text => builder.init(),
