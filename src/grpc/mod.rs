@@ -799,8 +799,11 @@ fn audit_event(
     result: &Result<pb::SignResponse, Status>,
 ) -> SignEvent {
     let key = result.as_ref().ok().and_then(|r| r.key.as_ref());
+    // UNSPECIFIED means SHA-256, as in validation and in batch records.
     let hash_algorithm = match pb::HashAlgorithm::try_from(request.hash_algorithm) {
-        Ok(pb::HashAlgorithm::Sha256) => Some(HashAlgorithm::Sha256),
+        Ok(pb::HashAlgorithm::Sha256 | pb::HashAlgorithm::Unspecified) => {
+            Some(HashAlgorithm::Sha256)
+        }
         Ok(pb::HashAlgorithm::Sha384) => Some(HashAlgorithm::Sha384),
         _ => None,
     };
