@@ -343,9 +343,18 @@ impl<'a> Builder<'a> {
         let text = self
             .pick_text("server.listen", file)
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = ListenAddr::parse(&text)
+        let mut listen = ListenAddr::parse(&text)
             .map_err(|error| self.invalid("server.listen", error))
             .ok()?;
+        // A relative socket path follows the rule of every other path: from
+        // a flag it is relative to the working directory, otherwise to the
+        // configuration file's directory.
+        if let ListenAddr::Unix(path) = &mut listen
+            && path.is_relative()
+            && !matches!(self.sources.get("server.listen"), Source::Flag(_))
+        {
+            *path = self.base_dir.join(&*path);
+        }
         if let (Depth::Files, ListenAddr::Unix(path)) = (self.depth, &listen)
             && let Err(error) = files::check_socket_path(path)
         {

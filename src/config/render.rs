@@ -133,7 +133,14 @@ pub fn render(config: &Config, file: &Path, rust_log: Option<&str>) -> String {
 
 fn server(config: &Config) -> Table<'_> {
     let mut table = Table::new(config, "[server]", "server");
-    table.value("listen", string(&config.listen.to_string()));
+    let listen = match &config.listen {
+        ListenAddr::Unix(socket) => {
+            let absolute = std::path::absolute(socket).unwrap_or_else(|_| socket.clone());
+            format!("unix:{}", absolute.to_string_lossy())
+        }
+        ListenAddr::Tcp(addr) => addr.to_string(),
+    };
+    table.value("listen", string(&listen));
     table.value("metrics_listen", string(&config.metrics_listen.to_string()));
     match config.health_listen {
         Some(addr) => table.value("health_listen", string(&addr.to_string())),

@@ -1264,6 +1264,38 @@ fn relative_paths_resolve_once() {
     );
 }
 
+/// A relative Unix socket path from the file or the environment is
+/// relative to the file's directory, like other paths; one from a flag
+/// stays relative to the working directory.
+#[test]
+fn relative_socket_path_follows_its_layer() {
+    // parse_with reads the file from /etc/hallmark.
+    let text = format!("[server]\nlisten = \"unix:run/h.sock\"\n{MINIMAL}");
+    let socket = |env: &[(&str, &str)], overrides: &Overrides| {
+        parse_with(&text, env, overrides).expect("valid").listen
+    };
+    assert_eq!(
+        socket(&[], &Overrides::default()),
+        ListenAddr::Unix(PathBuf::from("/etc/hallmark/run/h.sock"))
+    );
+    assert_eq!(
+        socket(&[(ENV_LISTEN, "unix:env.sock")], &Overrides::default()),
+        ListenAddr::Unix(PathBuf::from("/etc/hallmark/env.sock"))
+    );
+    let flags = Overrides {
+        listen: Some("unix:flag.sock".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        socket(&[], &flags),
+        ListenAddr::Unix(PathBuf::from("flag.sock"))
+    );
+    assert_eq!(
+        socket(&[(ENV_LISTEN, "unix:/abs/h.sock")], &Overrides::default()),
+        ListenAddr::Unix(PathBuf::from("/abs/h.sock"))
+    );
+}
+
 /// Selector values longer than their CK_TOKEN_INFO field match no token,
 /// so they are rejected, from any layer and from `hsm.uri`.
 #[test]
