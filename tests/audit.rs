@@ -227,7 +227,7 @@ async fn every_sign_request_is_recorded() {
     let mut key_ids = BTreeSet::new();
     for (n, id) in ok_ids.iter().enumerate() {
         // Every other request leaves hash_algorithm UNSPECIFIED, which means
-        // SHA-256, and its record says sha256 as well.
+        // SHA-256, so its record carries sha256 as well.
         let mut request = sign_request(id, digest_of(id), "");
         if n % 2 == 1 {
             request.hash_algorithm = pb::HashAlgorithm::Unspecified as i32;

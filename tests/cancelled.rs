@@ -95,12 +95,7 @@ async fn late_signature_recorded_as_cancelled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_requests_leave_the_session_queue() {
     let token = TestToken::new(2048, "digest");
-    let control = FaultControl::new(&token);
-    let mut env = control.env();
-    env.push(("HALLMARK_SESSIONS", "1".into()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
-    server.wait_serving(Duration::from_secs(30)).await;
+    let (control, server) = one_session(&token).await;
     let channel = server.channel().await;
 
     // One session, and each signature holds it for at least 800 ms. Of
@@ -164,8 +159,19 @@ async fn wait_session_in_use(server: &common::TestServer) {
     }
 }
 
-/// Starts a server on a token behind the fault-injecting module, with one
-/// session and an audit checkpoint every second.
+/// Starts a server on `token` behind the fault-injecting module, with one
+/// session, and waits until it reports SERVING.
+async fn one_session(token: &TestToken) -> (FaultControl, common::TestServer) {
+    let control = FaultControl::new(token);
+    let mut env = control.env();
+    env.push(("HALLMARK_SESSIONS", "1".into()));
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = common::TestServer::start_with(token, "127.0.0.1:0", &pairs);
+    server.wait_serving(Duration::from_secs(30)).await;
+    (control, server)
+}
+
+/// [`one_session`], with an audit checkpoint every second.
 async fn one_session_with_checkpoints() -> (TestToken, FaultControl, common::TestServer) {
     let token = TestToken::new(2048, "digest");
     let config = std::fs::read_to_string(token.config()).expect("config readable");
@@ -174,12 +180,7 @@ async fn one_session_with_checkpoints() -> (TestToken, FaultControl, common::Tes
         config.replace("[audit]\n", "[audit]\ncheckpoint_interval = \"1s\"\n"),
     )
     .expect("config writable");
-    let control = FaultControl::new(&token);
-    let mut env = control.env();
-    env.push(("HALLMARK_SESSIONS", "1".into()));
-    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = common::TestServer::start_with(&token, "127.0.0.1:0", &pairs);
-    server.wait_serving(Duration::from_secs(30)).await;
+    let (control, server) = one_session(&token).await;
     (token, control, server)
 }
 
@@ -281,12 +282,16 @@ fn audit_outcomes(token: &TestToken) -> std::collections::BTreeMap<String, u64> 
     counts
 }
 
+/// A request refused for its deadline counts under the code that its
+/// audit record carries, DEADLINE_EXCEEDED, which the error-rate alert
+/// watches, even when tonic's own timer drops the handler meanwhile.
 #[tokio::test(flavor = "multi_thread")]
-async fn expired_deadlines_count_under_the_code_the_audit_log_records() {
+async fn expired_sign_counts_as_recorded() {
     let token = TestToken::with_algorithm("ecdsa-p256-sha256");
     let server = common::TestServer::start(&token);
     server.wait_serving(Duration::from_secs(30)).await;
     let mut client = server.client().await;
+
     // The header alone, without a client-side timer: the deadline has
     // passed by the time the server admits each request, so the service
     // refuses it with DEADLINE_EXCEEDED before it reaches the token.
@@ -297,7 +302,8 @@ async fn expired_deadlines_count_under_the_code_the_audit_log_records() {
             .insert("grpc-timeout", "1n".parse().expect("valid header"));
         client.sign(expired).await.expect_err("deadline passed");
     }
-    // tonic's own timer may answer first, and may even answer before the
+
+    // tonic's own timer may respond first, and may even respond before the
     // service sees the request; a request that the service saw is
     // counted after its record is written.
     let counted = |body: &str| -> f64 {
@@ -321,6 +327,14 @@ async fn expired_deadlines_count_under_the_code_the_audit_log_records() {
         recorded.values().sum::<u64>() as f64,
         "{recorded:?}"
     );
+    // The deadline had passed before the service looked, so every request
+    // it saw was refused for it, also when its client had gone.
+    assert_eq!(
+        recorded.keys().collect::<Vec<_>>(),
+        ["DEADLINE_EXCEEDED"],
+        "{recorded:?}"
+    );
+
     // The error-rate alert counts DEADLINE_EXCEEDED and leaves CANCELLED
     // out, so the metric must carry the code the service decided on, the
     // one in the audit record.

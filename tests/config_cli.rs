@@ -459,9 +459,9 @@ fn check_of_missing_file_exits_64() {
 }
 
 /// Runs `hallmark ARGS...` like [`hallmark`], with at most 1 GiB of
-/// address space, and kills it when it runs longer than ten seconds, so
-/// that reading a FIFO or a device without end fails the test instead of
-/// hanging it or filling the machine's memory.
+/// address space, and kills it after ten seconds. Reading a FIFO or an
+/// endless device then fails the test instead of hanging it or filling the
+/// machine's memory.
 fn hallmark_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new("sh");
     command

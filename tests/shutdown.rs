@@ -679,7 +679,7 @@ fn key_der(jwks: &Path) -> Vec<u8> {
 /// service: a SIGTERM afterwards still drains, seals the audit log with a
 /// final checkpoint and exits 0.
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_seals_the_audit_log_after_the_log_reader_left() {
+async fn sigterm_seals_audit_without_log_reader() {
     let token = TestToken::with_algorithm("ecdsa-p256-sha256");
     let mut child = Command::new(HALLMARK)
         .current_dir(token.dir.path())

@@ -1265,7 +1265,7 @@ fn relative_paths_resolve_once() {
 }
 
 /// A relative Unix socket path from the file or the environment is
-/// relative to the file's directory, like other paths; one from a flag
+/// relative to the file's directory, like other paths. One from a flag
 /// stays relative to the working directory.
 #[test]
 fn relative_socket_path_follows_its_layer() {
