@@ -303,9 +303,9 @@ async fn expired_sign_counts_as_recorded() {
         client.sign(expired).await.expect_err("deadline passed");
     }
 
-    // tonic's own timer may respond first, and may even respond before the
-    // service sees the request; a request that the service saw is
-    // counted after its record is written.
+    // tonic's own timer may respond first, even before the service receives
+    // the request. A request that the service received is counted after its
+    // record is written.
     let counted = |body: &str| -> f64 {
         body.lines()
             .filter(|line| line.starts_with("hallmark_sign_requests_total{"))

@@ -8,7 +8,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{HALLMARK, TestServer, TestToken};
 
@@ -470,20 +470,15 @@ fn hallmark_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     remove_settings_from_env(&mut command);
-    let mut child = command
+    let child = command
         .envs(env.iter().copied())
         .spawn()
         .expect("hallmark runs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().expect("waits").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("killed");
-            panic!("hallmark {args:?} still ran after 10 s: {output:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("hallmark exits")
+    common::output_within(
+        child,
+        Duration::from_secs(10),
+        &format!("hallmark {args:?}"),
+    )
 }
 
 /// A FIFO would make the read wait for a writer, and a device such as
@@ -492,11 +487,11 @@ fn hallmark_bounded(args: &[&str], env: &[(&str, &str)]) -> Output {
 fn config_must_be_regular_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("hallmark.toml");
-    let made = Command::new("mkfifo")
+    let mkfifo = Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .expect("mkfifo runs");
-    assert!(made.success());
+    assert!(mkfifo.success());
     let fifo = path_text(&fifo);
     let advice = "but the configuration must be a regular file; point --config or \
                   HALLMARK_CONFIG at the configuration file";

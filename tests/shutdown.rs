@@ -690,6 +690,7 @@ async fn sigterm_seals_audit_without_log_reader() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("hallmark serve starts");
+
     let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
     let mut grpc_addr = None;
     for line in lines.by_ref() {
@@ -703,6 +704,7 @@ async fn sigterm_seals_audit_without_log_reader() {
         }
     }
     let grpc_addr = grpc_addr.expect("the gRPC address is logged");
+
     let mut client =
         pb::signer_service_client::SignerServiceClient::connect(format!("http://{grpc_addr}"))
             .await
@@ -711,6 +713,7 @@ async fn sigterm_seals_audit_without_log_reader() {
         .sign(request("before-the-reader-left"))
         .await
         .expect("signs");
+
     // The reader closes its end of the pipe.
     drop(lines);
     send_signal(child.id(), "TERM");
@@ -723,6 +726,7 @@ async fn sigterm_seals_audit_without_log_reader() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(0), "{status:?}");
+
     let records = audit_records(&token);
     let last = records.last().expect("records written");
     assert_eq!(last["kind"], "checkpoint", "{records:?}");

@@ -146,9 +146,9 @@ async fn sign_code(server: &TestServer, dir: &Path, client: Option<&str>) -> Cod
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn client_certificates_decide_who_signs() {
-    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+/// Creates `pki/` in the token's directory with two CAs, `ca` and
+/// `other-ca`, and a server certificate from `ca` for `subject_alt_names`.
+fn server_pki(token: &TestToken, subject_alt_names: &str) -> std::path::PathBuf {
     let dir = token.dir.path().join("pki");
     std::fs::create_dir(&dir).expect("creates");
     make_ca(&dir, "ca");
@@ -158,8 +158,15 @@ async fn client_certificates_decide_who_signs() {
         "ca",
         "server",
         "/CN=localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        &format!("subjectAltName={subject_alt_names}\nextendedKeyUsage=serverAuth\n"),
     );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_decide_who_signs() {
+    let token = TestToken::with_algorithm("ecdsa-p256-sha256");
+    let dir = server_pki(&token, "DNS:localhost,IP:127.0.0.1");
     let client = "extendedKeyUsage=clientAuth\n";
     let spiffe = "subjectAltName=URI:spiffe://example.org/scorer\nextendedKeyUsage=clientAuth\n";
     issue(&dir, "ca", "scorer", "/CN=batch-job", spiffe);
@@ -239,7 +246,7 @@ async fn client_certificates_decide_who_signs() {
 /// with its log at info, and kills it when it still runs after 30 s, which
 /// fails the test.
 fn run_until_exit(token: &TestToken, args: &[&str]) -> std::process::Output {
-    let mut child = Command::new(common::HALLMARK)
+    let child = Command::new(common::HALLMARK)
         .args(args)
         .arg("--config")
         .arg(token.config())
@@ -248,16 +255,11 @@ fn run_until_exit(token: &TestToken, args: &[&str]) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("hallmark starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("waits").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("killed");
-            panic!("hallmark {args:?} still ran after 30 s: {output:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("hallmark exits")
+    common::output_within(
+        child,
+        Duration::from_secs(30),
+        &format!("hallmark {args:?}"),
+    )
 }
 
 /// `serve` checks the TLS files as `config check` does, before it opens
@@ -266,17 +268,7 @@ fn run_until_exit(token: &TestToken, args: &[&str]) -> std::process::Output {
 #[test]
 fn unusable_tls_files_exit_64_before_token() {
     let token = TestToken::with_algorithm("ecdsa-p256-sha256");
-    let dir = token.dir.path().join("pki");
-    std::fs::create_dir(&dir).expect("creates");
-    make_ca(&dir, "ca");
-    make_ca(&dir, "other-ca");
-    issue(
-        &dir,
-        "ca",
-        "server",
-        "/CN=localhost",
-        "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    );
+    let dir = server_pki(&token, "DNS:localhost");
     let config = token.config();
     let original = std::fs::read_to_string(&config).expect("config readable");
     let serve = [

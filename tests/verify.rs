@@ -799,7 +799,8 @@ fn verify_command_exit_codes() {
 }
 
 /// A reader that closes stdout early does not change the verdict: the
-/// outputs are still verified, and the exit code says that one was rejected.
+/// outputs are still verified, and the exit code reports that one was
+/// rejected.
 #[test]
 fn verify_to_closed_stdout_keeps_exit_code() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -191,7 +191,7 @@ async fn sign_all(
     };
     let mut stdout = output::Stdout::lock();
     for ((line, text), message) in manifests.iter().zip(messages) {
-        // Once the reader has closed stdout, nobody can receive another
+        // Once the reader has closed stdout, no reader can receive another
         // signed output, so no more signatures are requested.
         if stdout.is_closed() {
             break;

@@ -203,12 +203,12 @@ impl Inner {
             Err(status) => Err(status.clone()),
         };
         // The audit record and the metric carry the same code, decided once.
-        let gone = *client_gone.borrow();
+        let client_left = *client_gone.borrow();
         let code = delivered(
             result
                 .as_ref()
                 .map_or_else(Status::code, |_| tonic::Code::Ok),
-            gone,
+            client_left,
         );
         let result = self
             .record(result, |result| {
@@ -221,7 +221,7 @@ impl Inner {
         outcome.code = Some(match &result {
             Ok(_) => code,
             // The record could not be written, so the signature is withheld.
-            Err(status) => delivered(status.code(), gone),
+            Err(status) => delivered(status.code(), client_left),
         });
         result
     }
@@ -361,10 +361,10 @@ impl Inner {
             }
             Err(status) => Err(status.clone()),
         };
-        let gone = *client_gone.borrow();
+        let client_left = *client_gone.borrow();
         let result = self
             .record(result, |result| {
-                batch_events(request.get_ref(), &identity, &caller, result, gone)
+                batch_events(request.get_ref(), &identity, &caller, result, client_left)
             })
             .await;
 
@@ -377,7 +377,7 @@ impl Inner {
                         .error
                         .as_ref()
                         .map_or(tonic::Code::Ok, |e| tonic::Code::from(e.code));
-                    delivered(code, gone)
+                    delivered(code, client_left)
                 })
                 .collect(),
             Err(status) => vec![status.code(); request.get_ref().items.len().max(1)],
@@ -537,8 +537,8 @@ impl Inner {
 /// result with `code`. A signature made for a client that has gone was
 /// never delivered, so it counts as `CANCELLED`. A refusal keeps its own
 /// code: the service decided it whether or not the client still waits.
-fn delivered(code: tonic::Code, gone: bool) -> tonic::Code {
-    if gone && code == tonic::Code::Ok {
+fn delivered(code: tonic::Code, client_left: bool) -> tonic::Code {
+    if client_left && code == tonic::Code::Ok {
         tonic::Code::Cancelled
     } else {
         code
@@ -576,7 +576,7 @@ fn batch_events(
     identity: &Identity,
     caller: &str,
     result: &Result<pb::SignBatchResponse, Status>,
-    gone: bool,
+    client_left: bool,
 ) -> Vec<SignEvent> {
     let caller = if caller.is_empty() {
         identity.to_string()
@@ -610,7 +610,7 @@ fn batch_events(
             .collect(),
         hash_algorithm,
         request_id: capped(&item.request_id),
-        outcome: delivered(outcome, gone),
+        outcome: delivered(outcome, client_left),
     };
     // A batch refused whole gets one record, whatever its size, so that
     // refused batches cannot fill the audit disk faster than refused Sign

@@ -293,6 +293,25 @@ fn field(line: &str, name: &str) -> Option<String> {
     Some(rest[..end].trim_matches('"').to_owned())
 }
 
+/// Waits for `child` to exit and returns its output. A child that still
+/// runs after `limit` is killed, and the test fails naming `what`.
+pub fn output_within(
+    mut child: std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("child status readable").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("killed child exits");
+            panic!("{what} still ran after {limit:?}: {output:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("child exits")
+}
+
 /// Parses an SPKI DER public key with the `rsa` crate.
 pub fn public_key(der: &[u8]) -> RsaPublicKey {
     RsaPublicKey::from_public_key_der(der).expect("valid SPKI")
